@@ -1,0 +1,75 @@
+"""BAM: Bottleneck Attention Module (Park, Woo, Lee, Kweon, BMVC 2018).
+
+Two branches on the same input F:
+
+* channel branch Mc: global average pool, Linear C -> C/r, BatchNorm1d, ReLU, Linear C/r -> C;
+* spatial branch Ms: 1x1 conv C -> C/r + BN + ReLU, two 3x3 convs with dilation 4 (padding 4, so the map
+  keeps its size) each + BN + ReLU, and a 1x1 conv C/r -> 1.
+
+The paper combines them as F · (1 + sigmoid(Mc + Ms)) (``combine="add"``, the default). The official code
+(github.com/Jongchan/attention-module, ``MODELS/bam.py``) multiplies instead, F · (1 + sigmoid(Mc · Ms))
+(``combine="multiply"``); users noticed the mismatch (issues #39, #52 there). The official file also fails
+to build (an undefined ``gate_activation``); that line has no effect and is not reproduced.
+
+BAM is not a block module: it sits between stages, where the resolution changes (after ResNet's layer1-3).
+Its channel branch uses BatchNorm1d, so training needs a batch of at least 2.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import _checks
+
+
+class BAM(nn.Module):
+    placement = "stage"
+    attention_name = "bam"
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_size: tuple[int, int] | None = None,
+        reduction: int = 16,
+        dilation: int = 4,
+        combine: str = "add",
+    ):
+        super().__init__()
+        reduction = _checks.positive_int(self.attention_name, "reduction", reduction)
+        dilation = _checks.positive_int(self.attention_name, "dilation", dilation)
+        self.combine = _checks.choice(self.attention_name, "combine", combine, ("add", "multiply"))
+        hidden = max(1, channels // reduction)
+        self.channel = nn.Sequential(
+            nn.Linear(channels, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels),
+        )
+        self.spatial = nn.Sequential(
+            nn.Conv2d(channels, hidden, kernel_size=1),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, kernel_size=3, padding=dilation, dilation=dilation),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, kernel_size=3, padding=dilation, dilation=dilation),
+            nn.BatchNorm2d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, 1, kernel_size=1),
+        )
+        for module in self.spatial:
+            if isinstance(module, nn.Conv2d):
+                # As the official init loop: He init for every conv, biases zero; BNs keep weight 1 / bias 0.
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mc = self.channel(x.mean(dim=(2, 3)))[:, :, None, None]  # (B, C, 1, 1)
+        ms = self.spatial(x)  # (B, 1, H, W)
+        logits = mc + ms if self.combine == "add" else mc * ms
+        return x * (1 + torch.sigmoid(logits))
+
+    def extra_repr(self) -> str:
+        return f"combine={self.combine!r}"

@@ -1,0 +1,53 @@
+"""ECA: Efficient Channel Attention (Wang, Wu, Zhu, Li, Zuo, Hu, CVPR 2020).
+
+Global average pool, then a 1-D convolution (no bias) across the channel axis with an odd kernel k, a sigmoid
+and a channel-wise multiply. The paper picks k adaptively, k = ψ(C) = |log2(C)/γ + b/γ|_odd with γ = 2, b = 1;
+here (as timm): t = int(|(log2 C + b) / γ|), k = t if t is odd else t + 1, and at least 3. That gives
+k = 3 / 5 / 5 / 5 / 7 for C = 64 / 128 / 256 / 512 / 2048.
+
+The official code (github.com/BangguWu/ECANet) does not implement ψ: its module defaults to k = 3 and its
+released ResNets use hand-picked per-stage lists (e.g. k = 3, 5, 5, 7 for ECA-Net50). ``kernel_size`` overrides
+ψ(C) for such runs. The 1-D conv keeps PyTorch's default init (the official init loop touches Conv2d only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from . import _checks
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """The paper's adaptive kernel size ψ(C): odd, at least 3."""
+    t = int(abs((math.log2(channels) + b) / gamma))
+    k = t if t % 2 else t + 1
+    return max(k, 3)
+
+
+class ECA(nn.Module):
+    """ECA module; k parameters."""
+
+    placement = "block"
+    attention_name = "eca"
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_size: tuple[int, int] | None = None,
+        kernel_size: int | None = None,
+    ):
+        super().__init__()
+        if kernel_size is None:
+            kernel_size = eca_kernel_size(channels)
+        else:
+            kernel_size = _checks.odd_kernel(self.attention_name, "kernel_size", kernel_size)
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x.mean(dim=(2, 3)).unsqueeze(1)  # (B, 1, C): the channels as a 1-D sequence
+        y = torch.sigmoid(self.conv(y))
+        return x * y.transpose(1, 2).unsqueeze(-1)  # (B, C, 1, 1)

@@ -1,0 +1,223 @@
+"""NAM: Normalization-based Attention Module (Liu, Shao, Teng, Hoffmann 2021, arXiv 2111.12419).
+
+A NAM adds nothing but a BatchNorm: its scale factors say how much each channel (or pixel position)
+varies, and once normalised to sum to one they weight the BatchNorm's own output before a sigmoid gate.
+
+Channel submodule (registry name ``nam``), for an input F of shape (B, C, H, W) and a BatchNorm2d(C) of
+its own with scale γ and shift β::
+
+    y   = BN(F)                      # γ_i · x̂_i + β_i
+    w_i = |γ_i| / Σ_j |γ_j|
+    out = sigmoid(w ⊙ y) ⊙ F         # the gate multiplies the module's input
+
+Spatial submodule (``nam_spatial``, the paper's "pixel normalization"): the same along the pixels. F is
+viewed as (B, H·W, C) and goes through a BatchNorm1d(H·W), i.e. one scale λ_p per pixel position with
+statistics over batch and channels; w_p = |λ_p| / Σ_q |λ_q|. It needs the feature-map size when built.
+
+Full NAM (``nam_full``): channel submodule, then spatial submodule (CBAM order), as the paper describes.
+
+Where the paper and the official code (github.com/Christian-lyc/NAM, ``MODELS/attention.py``) disagree:
+
+* Weights. The paper writes w_i = γ_i / Σ_j γ_j; the code normalises absolute values, |γ_i| / Σ_j |γ_j|.
+  ``abs_weights=True`` (default) is the code's form, ``False`` the paper's. The paper's form can divide
+  by a sum near zero once some γ turn negative.
+* Gradient. The code computes w from ``bn.weight.data``, so no gradient flows through w; γ learns only
+  through the BatchNorm's affine output. ``detach_weights=True`` (default) is the code's behaviour,
+  ``False`` lets gradient through w as the paper's formula would.
+* Spatial submodule. The paper describes it; the repository had it in its first commit and deleted it
+  two days later, so the spatial part here follows the paper and that early commit.
+* Output. The paper's figure shows the sigmoid map as the output; the code returns sigmoid(...) ⊙ F,
+  which is what is implemented.
+
+At initialisation (γ = 1, β = 0) the channel gate is about sigmoid(x̂ / C) ≈ 0.5: a NAM starts by
+roughly halving the residual branch (compare the ``half`` ablation).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from namexp.errors import UserError
+
+from . import _checks
+
+
+def normalised_scale(scale: Tensor, *, abs_weights: bool, detach_weights: bool) -> Tensor:
+    """NAM's importance weights from a BatchNorm scale: |s| / Σ|s| (or s / Σs), optionally detached."""
+    if detach_weights:
+        scale = scale.detach()  # the official code reads `.weight.data`
+    if abs_weights:
+        scale = scale.abs()
+    return scale / scale.sum()
+
+
+class NAMChannelGate(nn.Module):
+    """The channel submodule's computation: sigmoid(w ⊙ BN(F)) ⊙ F with a BatchNorm2d(C)."""
+
+    def __init__(self, channels: int, *, abs_weights: bool, detach_weights: bool):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.abs_weights = abs_weights
+        self.detach_weights = detach_weights
+
+    def weights(self) -> Tensor:
+        return normalised_scale(self.bn.weight, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weights().view(1, -1, 1, 1)
+        return torch.sigmoid(w * self.bn(x)) * x
+
+
+class NAMPixelGate(nn.Module):
+    """The spatial submodule's computation ("pixel normalization") with a BatchNorm1d(H·W)."""
+
+    def __init__(self, spatial_size: tuple[int, int], *, abs_weights: bool, detach_weights: bool, owner: str):
+        super().__init__()
+        height, width = spatial_size
+        self.spatial_size = (int(height), int(width))
+        self.bn = nn.BatchNorm1d(height * width)  # one feature per pixel position
+        self.abs_weights = abs_weights
+        self.detach_weights = detach_weights
+        self.owner = owner  # registry name, for the error message
+
+    def weights(self) -> Tensor:
+        return normalised_scale(self.bn.weight, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        if (h, w) != self.spatial_size:
+            bh, bw = self.spatial_size
+            raise UserError(
+                f"{self.owner} was built for {bh}x{bw} feature maps but got {h}x{w}: build the model for this "
+                f"input size (data.image_size) or use attention=nam"
+            )
+        # (B, C, H, W) -> (B, H·W, C): BatchNorm1d then normalises each pixel over batch and channels.
+        pixels = x.flatten(2).transpose(1, 2)
+        y = self.bn(pixels) * self.weights().view(1, -1, 1)
+        gate = torch.sigmoid(y).transpose(1, 2).reshape(b, c, h, w)
+        return gate * x
+
+    def extra_repr(self) -> str:
+        return f"spatial_size={self.spatial_size}"
+
+
+class NAMModule(nn.Module):
+    """Common part of the three NAM variants: the sparsity parameters and the normalised weights.
+
+    Subclasses hold their gates as ``self.channel`` and/or ``self.spatial``, so parameter names are
+    ``...attention.channel.bn.weight`` (γ) and ``...attention.spatial.bn.weight`` (λ) in every variant.
+    """
+
+    placement = "block"
+    attention_name: str  # set by each variant
+
+    def __init__(self, *, abs_weights: bool, detach_weights: bool):
+        super().__init__()
+        self.abs_weights = _checks.boolean(self.attention_name, "abs_weights", abs_weights)
+        self.detach_weights = _checks.boolean(self.attention_name, "detach_weights", detach_weights)
+
+    def _gates(self) -> dict[str, nn.Module]:
+        return {name: gate for name, gate in self.named_children() if name in ("channel", "spatial")}
+
+    def sparsity_parameters(self) -> list[nn.Parameter]:
+        """The BatchNorm scales the paper's L1 penalty acts on: γ (channel) and λ (spatial)."""
+        return [gate.bn.weight for gate in self._gates().values()]
+
+    def nam_scales(self) -> dict[str, nn.Parameter]:
+        """The BatchNorm scales behind each submodule's weights: {"channel": γ, "spatial": λ}."""
+        return {name: gate.bn.weight for name, gate in self._gates().items()}
+
+    def nam_weights(self) -> dict[str, Tensor]:
+        """Normalised weights per submodule, e.g. {"channel": w_c, "spatial": w_p}, detached."""
+        return {name: gate.weights().detach() for name, gate in self._gates().items()}
+
+    def extra_repr(self) -> str:
+        return f"abs_weights={self.abs_weights}, detach_weights={self.detach_weights}"
+
+
+def _require_spatial_size(name: str, spatial_size: tuple[int, int] | None) -> tuple[int, int]:
+    if spatial_size is None:
+        raise UserError(
+            f"{name} needs the feature-map size when it is built: build it through build_model "
+            f"(which passes each block's size) or pass spatial_size=(H, W)"
+        )
+    height, width = spatial_size
+    return int(height), int(width)
+
+
+class NAMChannel(NAMModule):
+    """NAM channel submodule (registry name ``nam``), the part the official code runs. 2·C parameters."""
+
+    attention_name = "nam"
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_size: tuple[int, int] | None = None,
+        abs_weights: bool = True,
+        detach_weights: bool = True,
+    ):
+        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights)
+        self.channel = NAMChannelGate(channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.channel(x)
+
+
+class NAMSpatial(NAMModule):
+    """NAM spatial submodule alone (registry name ``nam_spatial``); needs ``spatial_size``. 2·H·W parameters."""
+
+    attention_name = "nam_spatial"
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_size: tuple[int, int] | None = None,
+        abs_weights: bool = True,
+        detach_weights: bool = True,
+    ):
+        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights)
+        size = _require_spatial_size(self.attention_name, spatial_size)
+        self.spatial = NAMPixelGate(
+            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spatial(x)
+
+
+class NAMFull(NAMModule):
+    """Channel submodule then spatial submodule (registry name ``nam_full``), as in the paper."""
+
+    attention_name = "nam_full"
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_size: tuple[int, int] | None = None,
+        abs_weights: bool = True,
+        detach_weights: bool = True,
+    ):
+        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights)
+        size = _require_spatial_size(self.attention_name, spatial_size)
+        self.channel = NAMChannelGate(channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
+        self.spatial = NAMPixelGate(
+            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.spatial(self.channel(x))
+
+
+def nam_modules(model: nn.Module) -> list[tuple[str, NAMModule]]:
+    """Every NAM module in ``model`` with its qualified name, through any wrapper.
+
+    ``named_modules()`` walks into DataParallel/DistributedDataParallel (``.module``) and torch.compile's
+    ``_orig_mod``, so the sparsity penalty reaches the NAM layers however the model is wrapped (the
+    official script's ``updateBN`` walks only the top level and silently does nothing under DataParallel).
+    """
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, NAMModule)]

@@ -1,0 +1,106 @@
+"""Helpers the backbones share: feature-map sizes, attention slots, stems and weight init."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from namexp.errors import UserError
+from namexp.models.attention import (
+    NoAttention,
+    create_attention,
+    get_attention_class,
+    is_attention_module,
+)
+from namexp.models.sites import SiteSpec
+
+STEMS = ("auto", "cifar", "imagenet")
+
+
+def resolve_stem(stem: str, image_size: int) -> str:
+    """'auto' -> 'cifar' up to 64 px, 'imagenet' above; anything else must be 'cifar' or 'imagenet'."""
+    if stem not in STEMS:
+        raise UserError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)} (backbone.stem)")
+    if stem == "auto":
+        return "cifar" if image_size <= 64 else "imagenet"
+    return stem
+
+
+def conv_out(size: int, stride: int) -> int:
+    """Output size of a 'same'-padded conv or of the 3x3/2 max-pool with padding 1: ceil(size / stride)."""
+    return (size - 1) // stride + 1
+
+
+def placed_attention(
+    kind: str,
+    attention: str,
+    channels: int,
+    spatial_size: tuple[int, int] | None,
+    options: dict | None,
+) -> nn.Module | None:
+    """Attention ``attention`` if its placement is ``kind``, else None."""
+    if get_attention_class(attention).placement != kind:
+        return None
+    return create_attention(attention, channels, spatial_size=spatial_size, **(options or {}))
+
+
+def block_attention(
+    attention: str, channels: int, spatial_size: tuple[int, int] | None, options: dict | None
+) -> nn.Module:
+    """The module for a block-level slot: the attention if it is a block module, else an identity."""
+    module = placed_attention("block", attention, channels, spatial_size, options)
+    return module if module is not None else NoAttention(channels)
+
+
+def stage_slots(
+    slots: dict[str, tuple[str, ...]],
+    after: str,
+    channels: int,
+    spatial_size: tuple[int, int] | None,
+    attention: str,
+    options: dict | None,
+    *,
+    describe: Callable[[str, str], str],
+) -> tuple[dict[str, nn.Module], list[SiteSpec]]:
+    """The between-stage attention that runs after ``after`` (if the attention's placement puts one there).
+
+    ``slots`` maps a placement ("stage", "middle") to the names after which such modules go. Returns the
+    module keyed by ``after`` (for the backbone's ``stage_attention`` ModuleDict) and its site record.
+    """
+    modules: dict[str, nn.Module] = {}
+    specs: list[SiteSpec] = []
+    for kind, names in slots.items():
+        if after not in names:
+            continue
+        module = placed_attention(kind, attention, channels, spatial_size, options)
+        if module is None:
+            continue
+        modules[after] = module
+        specs.append(SiteSpec(f"stage_attention.{after}", kind, channels, spatial_size, describe(kind, after)))
+    return modules, specs
+
+
+def init_backbone_weights(model: nn.Module) -> None:
+    """He init (fan_out, ReLU) for convs, BatchNorm weight 1 / bias 0, Linear left at PyTorch's default.
+
+    Attention modules initialise themselves when built (zero-init BNs in CBAM, triplet and non-local
+    blocks, ...), so everything inside them is skipped here.
+    """
+    own_init = {id(sub) for module in model.modules() if is_attention_module(module) for sub in module.modules()}
+    for module in model.modules():
+        if id(module) in own_init:
+            continue
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def build_config(**fields) -> dict:
+    """What a backbone was built with, stored on the model as ``model.build_config``."""
+    fields["attention_options"] = dict(fields.get("attention_options") or {})
+    return fields
