@@ -1,0 +1,5 @@
+"""`python -m namexp ...` (what `torchrun -m namexp train ...` runs on every rank)."""
+
+from namexp.cli import main
+
+main()

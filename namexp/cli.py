@@ -1,0 +1,133 @@
+"""The `namexp` command line: a thin Typer layer over the modules that do the work.
+
+Every command takes Hydra overrides (`key=value`, `group=option`) as extra arguments. Mistakes a user
+can fix (`UserError`) end in one line on stderr and exit code 2 -- no traceback unless `--debug`.
+"""
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from namexp.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, evaluate and compare CNNs with NAM and its peer attention modules (SE, CBAM, BAM, TAM, ECA, non-local).",
+)
+OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+log = logging.getLogger("namexp")
+
+
+@app.command(context_settings=OVERRIDES)
+def train(
+    ctx: typer.Context,
+    multirun: bool = typer.Option(False, "--multirun", "-m", help="Sweep: one job per combination of comma-listed values."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run (or sweep) in this folder from its last checkpoint."),
+    print_config: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
+) -> None:
+    """Train one run, or a sweep with -m. Extra arguments are Hydra overrides, e.g. attention=se trainer.epochs=30."""
+    if print_config:
+        return _print_config(ctx.args)
+    from namexp.train.command import run_train
+
+    _exit(run_train(ctx.args, multirun=multirun, resume=resume))
+
+
+@app.command("eval", context_settings=OVERRIDES)
+def evaluate(
+    ctx: typer.Context,
+    target: Path = typer.Argument(..., help="A run folder or a checkpoint file (.pt)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Which checkpoint of a run folder: last or best."),
+    split: str = typer.Option("test", "--split", help="test, or val when the run held out a validation split."),
+) -> None:
+    """Evaluate a checkpoint with its own config: loss, top-1/top-5 error, params, FLOPs, latency."""
+    from namexp.evaluate import run_eval
+
+    _exit(run_eval(target, ctx.args, which=checkpoint, split=split))
+
+
+@app.command(context_settings=OVERRIDES)
+def info(
+    ctx: typer.Context,
+    print_config: bool = typer.Option(False, "--cfg", help="Also print the composed config."),
+) -> None:
+    """Parameters, FLOPs and attention placement of the model the overrides compose, and every valid choice."""
+    from namexp.info import show_info
+
+    _exit(show_info(ctx.args, print_config=print_config))
+
+
+@app.command(context_settings=OVERRIDES)
+def bench(ctx: typer.Context) -> None:
+    """Training throughput against the limit and the reference pipeline, and attention overheads (see docs/benchmarks.md)."""
+    from namexp.bench import run_bench
+
+    _exit(run_bench(ctx.args))
+
+
+def _register_optional_commands() -> None:
+    # compare and analyze live in their own packages; registering them here keeps `namexp --help` complete.
+    from namexp.report.command import compare
+
+    app.command("compare")(compare)
+    try:
+        from namexp.analysis.command import analyze
+    except ImportError:  # analyze is optional until its package lands
+        return
+    app.command("analyze", context_settings=OVERRIDES)(analyze)
+
+
+def _exit(code: int) -> None:
+    if code:
+        raise typer.Exit(code)
+
+
+def _print_config(overrides: List[str]) -> None:
+    from omegaconf import OmegaConf
+
+    from namexp.config import launch
+
+    with launch.hydra_app() as hydra:
+        cfg = launch.compose(hydra, [o.input_line for o in launch.parse_overrides(overrides) if not o.is_sweep_override()])
+        typer.echo(OmegaConf.to_yaml(launch.job_config(cfg)))
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Entry point: runs the app and turns errors into exit codes (2: user error, 3: diverged, 130/143: interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("NAMEXP_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    _register_optional_commands()
+    try:
+        # Typer's standalone mode prints usage errors itself and exits with the code a command raises
+        # through typer.Exit; everything else comes here.
+        app(args=argv, prog_name="namexp")
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        from namexp.train.signals import Interrupted
+
+        if isinstance(exc, Interrupted):
+            print(f"interrupted: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
+        if debug:
+            raise
+        print(f"error: internal error {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+              "(run with --debug for the traceback; please report it)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

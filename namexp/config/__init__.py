@@ -1,0 +1,6 @@
+"""Config: the typed schema, its validation, and the glue that drives Hydra from the CLI."""
+
+from namexp.config.schema import RunConfig, register_schema
+from namexp.config.validate import to_run_config
+
+__all__ = ["RunConfig", "register_schema", "to_run_config"]

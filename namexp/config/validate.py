@@ -1,0 +1,95 @@
+"""Checks a composed config beyond what its types can say, and turns it into a typed `RunConfig`.
+
+Every failure is a `UserError` whose one line names the key, the bad value and what would be valid.
+"""
+
+import re
+
+from omegaconf import DictConfig, OmegaConf
+
+from namexp.config.schema import RunConfig
+from namexp.errors import UserError
+
+DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("multistep", "cosine", "constant")
+PRECISIONS = ("fp32", "bf16", "fp16")
+PROGRESS = ("auto", "rich", "plain", "none")
+SPARSITY_MODES = ("loss", "subgradient")
+STEMS = ("auto", "cifar", "imagenet")
+AUGMENTS = ("crop_flip", "flip", "none", "resized_crop")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Validate a composed run config (without its `hydra` node) and return it as a `RunConfig`."""
+    run = OmegaConf.to_object(cfg)
+    if not isinstance(run, RunConfig):  # composed without the schema: a bug, not a user error
+        raise TypeError(f"expected a RunConfig, got {type(run).__name__}")
+    validate(run)
+    return run
+
+
+def _choice(key: str, value: str, valid) -> None:
+    if value not in valid:
+        raise UserError(f"{key}={value} is not valid: choose one of {', '.join(valid)}")
+
+
+def _at_least(key: str, value, minimum, strict: bool = False) -> None:
+    if value < minimum or (strict and value == minimum):
+        bound = f"> {minimum}" if strict else f">= {minimum}"
+        raise UserError(f"{key}={value} is out of range: it must be {bound}")
+
+
+def validate(run: RunConfig) -> None:
+    # Imported here: the model registries pull in torch, which `namexp --help` should not pay for.
+    from namexp.models.attention import attention_names
+    from namexp.models.backbones import backbone_names
+
+    d, t, o, s = run.data, run.trainer, run.optim, run.sched
+    _choice("data.name", d.name, DATASETS)
+    _choice("backbone.name", run.backbone.name, backbone_names())
+    _choice("backbone.stem", run.backbone.stem, STEMS)
+    _choice("attention.name", run.attention.name, attention_names())
+    _choice("optim.name", o.name, OPTIMIZERS)
+    _choice("sched.name", s.name, SCHEDULES)
+    _choice("trainer.precision", t.precision, PRECISIONS)
+    _choice("trainer.progress", t.progress, PROGRESS)
+    _choice("sparsity_mode", run.sparsity_mode, SPARSITY_MODES)
+    _choice("data.augment", d.augment, AUGMENTS)
+    if not _DEVICE.match(t.device):
+        raise UserError(f"trainer.device={t.device} is not valid: use auto, cpu, cuda or cuda:N")
+
+    _at_least("optim.lr", o.lr, 0.0, strict=True)
+    _at_least("optim.weight_decay", o.weight_decay, 0.0)
+    if not 0.0 <= o.momentum < 1.0:
+        raise UserError(f"optim.momentum={o.momentum} is out of range: it must be in [0, 1)")
+    _at_least("trainer.epochs", t.epochs, 1)
+    _at_least("trainer.batch_size", t.batch_size, 1)
+    _at_least("trainer.eval_batch_size", t.eval_batch_size, 1)
+    _at_least("trainer.log_interval", t.log_interval, 1)
+    _at_least("trainer.num_workers", t.num_workers, 0)
+    _at_least("trainer.limit_train_batches", t.limit_train_batches, 0)
+    _at_least("trainer.limit_eval_batches", t.limit_eval_batches, 0)
+    _at_least("sparsity", run.sparsity, 0.0)
+    _at_least("sched.gamma", s.gamma, 0.0, strict=True)
+    _at_least("sched.warmup_epochs", s.warmup_epochs, 0)
+    for m in s.milestones:
+        _at_least("sched.milestones (each)", m, 1)
+    _at_least("data.num_classes", d.num_classes, 2)
+    _at_least("data.image_size", d.image_size, 8)
+    _at_least("data.val_split", d.val_split, 0)
+    _at_least("data.train_subset", d.train_subset, 0)
+    _at_least("data.crop_padding", d.crop_padding, 0)
+    _at_least("data.synthetic_train_size", d.synthetic_train_size, 1)
+    _at_least("data.synthetic_test_size", d.synthetic_test_size, 1)
+    _at_least("backbone.width_mult", run.backbone.width_mult, 0.0, strict=True)
+    if len(d.mean) != 3 or len(d.std) != 3:
+        raise UserError("data.mean and data.std need 3 values each (one per RGB channel)")
+    if min(d.std) <= 0:
+        raise UserError(f"data.std={list(d.std)} is out of range: every value must be > 0")
+    if d.train_subset and d.val_split >= d.train_subset:
+        raise UserError(
+            f"data.val_split={d.val_split} is not smaller than data.train_subset={d.train_subset}: "
+            "hold out fewer images for validation"
+        )

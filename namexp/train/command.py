@@ -1,0 +1,152 @@
+"""`namexp train`: decide between one run and a sweep, check everything that can be checked first, launch.
+
+One run: compose, validate, claim a fresh run folder (or the one given to --resume), `Hydra.run`.
+A sweep (`-m`, or a `sweep` preset that sets `hydra.mode: MULTIRUN`): expand the jobs, validate every
+job's config before any starts, `Hydra.multirun` through the configured launcher, then print and write
+the sweep's comparison table. Failed jobs are reported, never hidden, and do not stop the others.
+Under torchrun every rank runs this; rank 0 picks the run folder and tells the others.
+"""
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from namexp.config import launch
+from namexp.config.validate import to_run_config
+from namexp.errors import UserError
+from namexp.train.runtime import dist_from_env, init_process_group
+from namexp.train.task import train_task
+
+log = logging.getLogger("namexp")
+
+
+def run_train(overrides: List[str], multirun: bool = False, resume: Optional[Path] = None) -> int:
+    """Returns the process exit code (0 when every job completed)."""
+    overrides = list(overrides)
+    if resume is not None:
+        resume = resume.expanduser().absolute()
+        saved, is_sweep = launch.load_saved_overrides(resume)
+        overrides = saved + overrides
+        multirun = multirun or is_sweep
+    with launch.hydra_app("train") as app:
+        if not multirun:
+            fixed = [o.input_line for o in launch.parse_overrides(overrides) if not o.is_sweep_override()]
+            multirun = OmegaConf.select(launch.compose(app, fixed), "hydra.mode") == RunMode.MULTIRUN
+            if not multirun and launch.sweep_values(overrides):
+                first = launch.sweep_values(overrides)[0]
+                raise UserError(f"'{first}' is a sweep over several values: add -m to run one job per value "
+                                f"(namexp train -m {' '.join(overrides)})")
+        if multirun:
+            return _sweep(app, overrides, resume)
+        return _single(app, overrides, resume)
+
+
+def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
+    d = dist_from_env()
+    init_process_group(d)
+    cfg = launch.compose(app, overrides)
+    to_run_config(launch.job_config(cfg))
+    if resume is not None:
+        run_dir = resume
+        overrides = overrides + ["trainer.resume=true", "hydra.output_subdir=null"]  # keep the run's own .hydra
+    elif d.is_main:
+        run_dir = launch.claim_run_dir(launch.resolve_dir(cfg, "hydra.run.dir"),
+                                       explicit=launch.explicit_override(overrides, "hydra.run.dir"))
+    else:
+        run_dir = None
+    if d.enabled:
+        run_dir = _broadcast_run_dir(run_dir)
+        if not d.is_main:  # only rank 0 writes the run folder
+            overrides = overrides + ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+    overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
+    job = app.run(launch.CONFIG_NAME, train_task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"])
+    result = job.return_value  # re-raises the job's exception
+    if d.is_main:
+        _print_summary(result)
+    return 0
+
+
+def _broadcast_run_dir(run_dir: Optional[Path]) -> Path:
+    import torch.distributed as dist
+
+    box = [str(run_dir) if run_dir is not None else None]
+    dist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
+    if dist_from_env().enabled:
+        raise UserError("a sweep cannot run under torchrun: start the sweep with namexp train -m, or train one run with torchrun")
+    jobs = launch.expand_sweep(app, overrides)
+    for job_overrides in jobs:  # a typo in the 40th job should not wait for 39 trainings
+        try:
+            to_run_config(launch.job_config(launch.compose(app, job_overrides)))
+        except UserError as exc:
+            raise UserError(f"job {' '.join(job_overrides)}: {exc}") from None
+    cfg = launch.compose(app, overrides, RunMode.MULTIRUN)
+    if resume is not None:
+        sweep_dir = resume
+    else:
+        sweep_dir = launch.resolve_dir(cfg, "hydra.sweep.dir")
+        if (sweep_dir / "multirun.yaml").exists():
+            raise UserError(f"{sweep_dir} already holds a sweep: continue it with --resume {sweep_dir}, or choose another hydra.sweep.dir")
+    overrides = [o for o in overrides if not o.startswith("hydra.sweep.dir=")]
+    log.info("sweep of %d jobs into %s", len(jobs), sweep_dir)
+    failure: Optional[BaseException] = None
+    try:
+        app.multirun(launch.CONFIG_NAME, train_task, overrides + [f"hydra.sweep.dir={launch.quote(str(sweep_dir))}"])
+    except Exception as exc:  # the sweeper re-raises the first failed job's error after all jobs ran
+        failure = exc
+    return _sweep_report(sweep_dir, len(jobs), failure)
+
+
+def _sweep_report(sweep_dir: Path, n_jobs: int, failure: Optional[BaseException]) -> int:
+    from rich.console import Console
+
+    from namexp.report.command import write_sweep_table
+
+    console = Console()
+    statuses = _job_statuses(sweep_dir)
+    try:
+        console.print(write_sweep_table(sweep_dir))
+    except UserError as exc:  # no job got as far as writing a record
+        console.print(f"[red]no comparison table: {exc}")
+    bad = {k: v for k, v in statuses.items() if v != "completed"}
+    done = len(statuses) - len(bad)
+    console.print(f"sweep {sweep_dir}: {done}/{n_jobs} jobs completed; table in {sweep_dir / 'comparison.md'}")
+    for job, status in sorted(bad.items()):
+        console.print(f"  job {job}: {status}")
+    if failure is not None or bad or done < n_jobs:
+        if failure is not None:
+            console.print(f"first failure: {' '.join(str(failure).split())[:300]}")
+        return 1
+    return 0
+
+
+def _job_statuses(sweep_dir: Path) -> Dict[str, str]:
+    from namexp.train.record import read_record
+
+    statuses = {}
+    for child in sweep_dir.iterdir() if sweep_dir.is_dir() else []:
+        if child.is_dir() and (child / ".hydra").is_dir():
+            record = read_record(child)
+            statuses[child.name] = record.get("status", "unknown") if record else "failed before training"
+    return statuses
+
+
+def _print_summary(result: Dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.get('backbone')} + {result.get('attention')} (seed {result.get('seed')})", show_header=False)
+    fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
+    table.add_row("status", str(result.get("status")))
+    table.add_row("final test top-1 / top-5 error", f"{fmt(result.get('final_top1_err'), '.2f')}% / {fmt(result.get('final_top5_err'), '.2f')}%")
+    table.add_row("best test top-1 error", f"{fmt(result.get('best_top1_err'), '.2f')}% (epoch {result.get('best_epoch')})")
+    table.add_row("params / FLOPs", f"{fmt(result.get('params'), ',')} / {fmt((result.get('flops') or 0) / 1e9, '.3f')} G")
+    table.add_row("training throughput", f"{fmt(result.get('throughput_img_s'), ',.0f')} img/s")
+    table.add_row("run folder", str(result.get("run_dir")))
+    Console().print(table)

@@ -1,0 +1,148 @@
+"""Where and how a run computes: device, precision, determinism, seeds, and the DDP process group.
+
+Everything here is chosen from the config; nothing assumes a CPU. `device=auto` takes CUDA when there
+is one (in a sweep, jobs share the GPUs round-robin by job number) and the CPU otherwise.
+"""
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from namexp.errors import UserError
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in a DDP job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_from_env() -> Dist:
+    """Read torchrun's environment variables (RANK, LOCAL_RANK, WORLD_SIZE)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    return Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
+
+
+def init_process_group(d: Dist) -> None:
+    """NCCL on GPUs, gloo on the CPU; a no-op outside torchrun or when already initialised."""
+    if not d.enabled or dist.is_initialized():
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(d.local_rank)
+    dist.init_process_group(backend=backend)
+
+
+def resolve_device(requested: str, d: Dist = Dist(), job_num: Optional[int] = None) -> torch.device:
+    if requested == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    if requested.startswith("cuda") and not available:
+        raise UserError(
+            f"trainer.device={requested} but no CUDA device is available here: use trainer.device=auto or trainer.device=cpu"
+        )
+    if requested.startswith("cuda:"):
+        index = int(requested.split(":")[1])
+        if index >= torch.cuda.device_count():
+            raise UserError(f"trainer.device={requested} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(requested)
+    if not available:  # auto
+        return torch.device("cpu")
+    if d.enabled:
+        return torch.device("cuda", d.local_rank)
+    # A sweep's parallel jobs share the GPUs round-robin.
+    return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} {torch.cuda.get_device_name(device)}"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type == "cpu":
+        raise UserError("trainer.precision=fp16 needs a CUDA device: use bf16 (or fp32) on the CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"trainer.precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: use fp16 or fp32")
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def grad_scaler(precision: str, device: torch.device) -> Optional[torch.amp.GradScaler]:
+    """fp16 needs loss scaling; bf16 has fp32's range and does not."""
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool, device: torch.device) -> None:
+    """Deterministic kernels when asked; otherwise let cuDNN pick the fastest (benchmark mode)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = not enabled
+        torch.backends.cudnn.allow_tf32 = not enabled
+
+
+def rng_state() -> dict:
+    """Every RNG a run touches, in a form `torch.load(weights_only=True)` accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].copy()), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(value):
+    if isinstance(value, list):
+        return tuple(_as_tuple(v) for v in value)
+    return value

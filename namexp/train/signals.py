@@ -1,0 +1,44 @@
+"""SIGINT/SIGTERM: finish the current step, save a checkpoint, then stop.
+
+A cluster sends SIGTERM some time before SIGKILL; Ctrl-C sends SIGINT. Either one only sets a flag that
+the training loop reads between steps, so the checkpoint it then writes is consistent.
+"""
+
+import signal
+import threading
+from typing import Optional
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal after saving a checkpoint."""
+
+    def __init__(self, signum: int, run_dir: str):
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name}: checkpoint saved; continue with namexp train --resume {run_dir}")
+
+
+class StopFlag:
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self._previous = {}
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signum = signum
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None

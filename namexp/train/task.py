@@ -1,0 +1,40 @@
+"""The Hydra task: what every job of `namexp train` runs, in this process or in a launcher's worker.
+
+It must stay a module-level function (joblib and submitit pickle it by reference).
+"""
+
+import logging
+from pathlib import Path
+from typing import Any, Dict
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from namexp.config.launch import translate_errors
+from namexp.config.validate import to_run_config
+from namexp.train.runtime import dist_from_env
+
+log = logging.getLogger("namexp")
+
+
+def train_task(cfg: DictConfig) -> Dict[str, Any]:
+    from namexp.train.loop import RunContext, train  # torch is imported in the job, not at CLI start-up
+
+    hydra_cfg = HydraConfig.get()
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    with translate_errors():
+        run_cfg = to_run_config(cfg)
+    choices = {k: str(v) for k, v in OmegaConf.to_container(hydra_cfg.runtime.choices).items()
+               if not k.startswith("hydra") and v is not None}
+    ctx = RunContext(
+        run_dir=Path(hydra_cfg.runtime.output_dir),
+        choices=choices,
+        overrides=[o for o in hydra_cfg.overrides.task if not o.startswith("trainer.resume=")],
+        # A sweep job finds its folder taken only when it is re-run: a requeue after preemption, or
+        # `--resume SWEEP`. Either way it continues (or skips, if it completed).
+        resume_allowed=run_cfg.trainer.resume or multirun,
+        job_num=hydra_cfg.job.num if multirun else None,
+        dist=dist_from_env(),
+    )
+    return train(run_cfg, ctx)

@@ -1,0 +1,71 @@
+"""Run the real `namexp` CLI from tests, in this process or in a subprocess, and read run folders."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import pytest
+
+from namexp.cli import main
+
+# A small, fast recipe for tests on the tiny CIFAR-100 fixture.
+TINY = [
+    "backbone=resnet20",
+    "sched=cosine",
+    "optim.lr=0.05",
+    "trainer.batch_size=50",
+    "trainer.eval_batch_size=250",
+    "trainer.progress=none",
+    "trainer.log_interval=5",
+]
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+def _drop_stale_log_handlers() -> None:
+    """Hydra's log handlers keep the stdout/stderr of the test that configured them; pytest closes those."""
+    loggers = [logging.getLogger()] + [l for l in logging.Logger.manager.loggerDict.values() if isinstance(l, logging.Logger)]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
+                logger.removeHandler(handler)
+
+
+def run_inproc(args: List[str], capsys: pytest.CaptureFixture) -> Result:
+    """`namexp ARGS` in this process (fast: torch is imported once for the whole session)."""
+    _drop_stale_log_handlers()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    captured = capsys.readouterr()
+    return Result(code, captured.out, captured.err)
+
+
+def run_subprocess(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: int = 600) -> Result:
+    """`python -m namexp ARGS` in a fresh process, as a user runs it."""
+    proc = subprocess.run([sys.executable, "-m", "namexp", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def only_run_dir(root: Path) -> Path:
+    """The one run folder below `root` (fails the test if there is not exactly one)."""
+    records = sorted(root.rglob("record.json"))
+    assert len(records) == 1, f"expected one run below {root}, found {records}"
+    return records[0].parent
+
+
+def read_record(run_dir: Path) -> dict:
+    return json.loads((run_dir / "record.json").read_text())
