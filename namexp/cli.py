@@ -71,15 +71,12 @@ def bench(ctx: typer.Context) -> None:
     _exit(run_bench(ctx.args))
 
 
-def _register_optional_commands() -> None:
-    # compare and analyze live in their own packages; registering them here keeps `namexp --help` complete.
+def _register_package_commands() -> None:
+    # compare and analyze are defined in their own packages, beside the code they drive.
+    from namexp.analysis.command import analyze
     from namexp.report.command import compare
 
     app.command("compare")(compare)
-    try:
-        from namexp.analysis.command import analyze
-    except ImportError:  # analyze is optional until its package lands
-        return
     app.command("analyze", context_settings=OVERRIDES)(analyze)
 
 
@@ -103,7 +100,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("NAMEXP_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
-    _register_optional_commands()
+    _register_package_commands()
     try:
         # Typer's standalone mode prints usage errors itself and exits with the code a command raises
         # through typer.Exit; everything else comes here.
