@@ -64,8 +64,10 @@ LAYOUTS: Dict[str, CifarLayout] = {
 }
 
 # The only globals a CIFAR pickle refers to (numpy's array reconstruction), mapped to their numpy 2
-# homes so that no deprecated alias is imported.
+# homes so that no deprecated alias is imported. `_codecs.encode` is how Python 3 writes bytes in a
+# protocol-2 pickle (a re-saved CIFAR file); it turns a string into bytes and can run nothing else.
 _ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): ("_codecs", "encode"),
     ("numpy.core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy._core.multiarray", "_reconstruct"): ("numpy._core.multiarray", "_reconstruct"),
     ("numpy", "ndarray"): ("numpy", "ndarray"),
