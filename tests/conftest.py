@@ -45,15 +45,18 @@ def write_cifar100(folder: Path, per_class_train: int = 5, per_class_test: int =
     return folder
 
 
-@pytest.fixture
-def cifar100_root(tmp_path: Path) -> Path:
-    """A data root holding a small CIFAR-100 (the shared mini fixture when available)."""
-    root = tmp_path / "data"
+def copy_or_write_cifar100(root: Path) -> Path:
+    """A data root holding a small CIFAR-100: the shared mini fixture when available, else a generated one."""
     shared = shared_data()
     if shared is not None and (shared / "mini" / "cifar-100-python").is_dir():
         shutil.copytree(shared / "mini" / "cifar-100-python", root / "cifar-100-python")
         return root
     return write_cifar100(root)
+
+
+@pytest.fixture
+def cifar100_root(tmp_path: Path) -> Path:
+    return copy_or_write_cifar100(tmp_path / "data")
 
 
 @pytest.fixture

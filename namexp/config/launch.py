@@ -8,6 +8,7 @@ but keeps the return values and the exceptions, so that it can check things firs
 
 import contextlib
 import copy
+import os
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
@@ -132,47 +133,39 @@ def sweep_values(overrides: Sequence[str]) -> List[str]:
     return [o.input_line for o in parse_overrides(overrides) if o.is_sweep_override()]
 
 
+CLAIM_FILE = ".namexp-run"  # created exclusively by the run that owns the folder
+
+
 def holds_run(folder: Path) -> bool:
-    return any((folder / name).exists() for name in ("record.json", ".hydra", "checkpoints"))
+    return any((folder / name).exists() for name in (CLAIM_FILE, "record.json", ".hydra", "checkpoints"))
 
 
 def claim_run_dir(run_dir: Path, explicit: bool) -> Path:
-    """Create the run folder, never reusing one that holds a run.
+    """Create and claim the run folder, never sharing or reusing one that holds a run.
 
-    `mkdir` is atomic, so two runs started in the same microsecond cannot share a folder: the loser
-    of a generated name takes the next free suffix; an explicit folder that holds a run is an error.
+    The claim is an exclusively created file (atomic), so two runs started in the same microsecond
+    cannot share a folder: with a generated name the second takes the next free suffix; a folder the
+    user named is an error.
     """
-    if holds_run(run_dir):
-        raise UserError(
-            f"{run_dir} already holds a run: continue it with --resume {run_dir}, "
-            "or choose another folder (hydra.run.dir=...)"
-        )
     candidate, n = run_dir, 0
     while True:
-        try:
-            candidate.mkdir(parents=True, exist_ok=explicit)
-            _check_writable(candidate)
-            return candidate
-        except FileExistsError:
+        if holds_run(candidate):
+            if explicit:
+                raise UserError(f"{candidate} already holds a run: continue it with --resume {candidate}, "
+                                "or choose another folder (hydra.run.dir=...)")
             n += 1
             candidate = run_dir.with_name(f"{run_dir.name}-{n}")
-        except PermissionError:
-            raise UserError(
-                f"cannot write to {candidate}: choose a writable folder with hydra.run.dir=... "
-                "or the NAMEXP_RUNS environment variable"
-            ) from None
-
-
-def _check_writable(folder: Path) -> None:
-    probe = folder / ".namexp-write-test"
-    try:
-        probe.write_text("")
-        probe.unlink()
-    except OSError:
-        raise UserError(
-            f"cannot write to {folder}: choose a writable folder with hydra.run.dir=... "
-            "or the NAMEXP_RUNS environment variable"
-        ) from None
+            continue
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+            try:
+                os.close(os.open(candidate / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue  # another run claimed it between our check and our claim: look again
+            return candidate
+        except OSError as exc:
+            raise UserError(f"cannot write to {candidate} ({exc.strerror}): choose a writable folder with "
+                            "hydra.run.dir=... or the NAMEXP_RUNS environment variable") from None
 
 
 def resolve_dir(cfg: DictConfig, key: str) -> Path:

@@ -12,6 +12,7 @@ uses, and their contents are checked (shape, dtype, label range), so a crafted o
 refused with a clear message instead of running code or training on garbage.
 """
 
+import contextlib
 import io
 import os
 import pickle
@@ -181,11 +182,15 @@ def _download(layout: CifarLayout, root: Path) -> Optional[Path]:
     from torchvision.datasets.utils import download_url
 
     filename = layout.url.rsplit("/", 1)[-1]
+    created = [p for p in (root, *root.parents) if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
         download_url(layout.url, str(root), filename=filename, md5=layout.md5)
     except Exception:  # offline, proxy, DNS ...: the caller says where to put the files instead
         (root / filename).unlink(missing_ok=True)
+        for folder in created:  # leave no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         return None
     return root / filename
 

@@ -33,7 +33,9 @@ def save_atomic(state: Dict[str, Any], path: Path) -> None:
         raise
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu", required: Iterable[str] = REQUIRED_KEYS) -> Dict[str, Any]:
+def load_checkpoint(path: Path, map_location: Any = "cpu", required: Iterable[str] = REQUIRED_KEYS,
+                    remedy: str = "use another checkpoint (e.g. checkpoints/best.pt) or train the run again") -> Dict[str, Any]:
+    """A verified checkpoint; a missing, damaged or foreign file is a UserError ending with `remedy`."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist: give a run folder holding checkpoints/last.pt or a .pt file")
@@ -41,10 +43,7 @@ def load_checkpoint(path: Path, map_location: Any = "cpu", required: Iterable[st
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip reader, unpickler and EOF errors all mean the same to a user
         reason = " ".join(str(exc).split())[:160]
-        raise UserError(
-            f"checkpoint {path} is truncated or corrupt ({reason}): use another checkpoint (e.g. checkpoints/best.pt) "
-            "or start the run again"
-        ) from None
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason}): {remedy}") from None
     if not isinstance(state, dict) or any(k not in state for k in required):
         raise UserError(f"{path} is not a namexp checkpoint (missing {', '.join(k for k in required if k not in (state or {}))})")
     if state["format"] != FORMAT:

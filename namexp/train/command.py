@@ -7,7 +7,9 @@ the sweep's comparison table. Failed jobs are reported, never hidden, and do not
 Under torchrun every rank runs this; rank 0 picks the run folder and tells the others.
 """
 
+import contextlib
 import logging
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -17,7 +19,7 @@ from omegaconf import OmegaConf
 from namexp.config import launch
 from namexp.config.validate import to_run_config
 from namexp.errors import UserError
-from namexp.train.runtime import dist_from_env, init_process_group
+from namexp.train.runtime import dist_from_env, init_process_group, resolve_device
 from namexp.train.task import train_task
 
 log = logging.getLogger("namexp")
@@ -48,13 +50,15 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
     d = dist_from_env()
     init_process_group(d)
     cfg = launch.compose(app, overrides)
-    to_run_config(launch.job_config(cfg))
+    run_cfg = to_run_config(launch.job_config(cfg))
+    resolve_device(run_cfg.trainer.device, d)  # no CUDA here: say so before a run folder exists
     if resume is not None:
         run_dir = resume
         overrides = overrides + ["trainer.resume=true", "hydra.output_subdir=null"]  # keep the run's own .hydra
     elif d.is_main:
-        run_dir = launch.claim_run_dir(launch.resolve_dir(cfg, "hydra.run.dir"),
-                                       explicit=launch.explicit_override(overrides, "hydra.run.dir"))
+        wanted = launch.resolve_dir(cfg, "hydra.run.dir")
+        new_folders = [p for p in (wanted, *wanted.parents) if not p.exists()]
+        run_dir = launch.claim_run_dir(wanted, explicit=launch.explicit_override(overrides, "hydra.run.dir"))
     else:
         run_dir = None
     if d.enabled:
@@ -62,11 +66,34 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
         if not d.is_main:  # only rank 0 writes the run folder
             overrides = overrides + ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
     overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
-    job = app.run(launch.CONFIG_NAME, train_task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"])
-    result = job.return_value  # re-raises the job's exception
+    try:  # Hydra.run re-raises the job's exception
+        result = app.run(launch.CONFIG_NAME, train_task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"]).return_value
+    except UserError as exc:
+        from namexp.train.loop import Diverged
+
+        if resume is None and d.is_main and not isinstance(exc, Diverged):
+            _discard_unstarted_run(run_dir, new_folders)
+        raise
     if d.is_main:
         _print_summary(result)
     return 0
+
+
+def _discard_unstarted_run(run_dir: Path, new_folders: List[Path]) -> None:
+    """A mistake found before the first checkpoint (missing data, a bad split) leaves no run folder behind.
+
+    Only what this run wrote is removed (and the folders it created, if left empty), so a folder the
+    user named keeps anything else it held.
+    """
+    if any((run_dir / "checkpoints").glob("*.pt")):
+        return
+    for name in ("record.json", "metrics.csv", "train.log", launch.CLAIM_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    for name in ("tb", ".hydra", "checkpoints"):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for folder in [run_dir, *new_folders]:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when nothing else is left
 
 
 def _broadcast_run_dir(run_dir: Optional[Path]) -> Path:

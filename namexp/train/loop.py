@@ -77,9 +77,13 @@ def find_resume_state(ctx: RunContext) -> Optional[Dict[str, Any]]:
     if not ctx.resume_allowed:
         raise UserError(f"{ctx.run_dir} already holds a run: continue it with --resume {ctx.run_dir}, or choose another folder")
     paths = checkpoint_paths(ctx.run_dir)
-    for name in ("last", "previous"):  # `previous` covers a kill between the two renames of a save
-        if paths[name].exists():
-            return load_checkpoint(paths[name])
+    if paths["last"].exists():
+        remedy = (f"the previous checkpoint {paths['previous'].name} is intact: move last.pt aside "
+                  f"(mv {paths['last']} {paths['last']}.bad) and resume again to continue from it"
+                  if paths["previous"].exists() else "no earlier checkpoint is left: train the run again")
+        return load_checkpoint(paths["last"], remedy=remedy)
+    if paths["previous"].exists():  # a kill between the two renames of a save
+        return load_checkpoint(paths["previous"])
     return None  # killed before the first epoch ended: start again in the same folder
 
 
