@@ -64,7 +64,8 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
     if d.enabled:
         run_dir = _broadcast_run_dir(run_dir)
         if not d.is_main:  # only rank 0 writes the run folder
-            overrides = overrides + ["hydra.output_subdir=null", "hydra/job_logging=disabled"]
+            overrides = overrides + ["hydra.output_subdir=null", "hydra.job_logging.handlers.file.filename=/dev/null",
+                                     "hydra.job_logging.root.level=WARNING"]
     overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
     try:  # Hydra.run re-raises the job's exception
         result = app.run(launch.CONFIG_NAME, train_task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"]).return_value
@@ -74,6 +75,10 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
         if resume is None and d.is_main and not isinstance(exc, Diverged):
             _discard_unstarted_run(run_dir, new_folders)
         raise
+    if d.enabled:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     if d.is_main:
         _print_summary(result)
     return 0
@@ -124,7 +129,9 @@ def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
     log.info("sweep of %d jobs into %s", len(jobs), sweep_dir)
     failure: Optional[BaseException] = None
     try:
-        app.multirun(launch.CONFIG_NAME, train_task, overrides + [f"hydra.sweep.dir={launch.quote(str(sweep_dir))}"])
+        # hydra.mode tells each job it is part of a sweep (hydra.main sets it the same way).
+        app.multirun(launch.CONFIG_NAME, train_task,
+                     overrides + ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={launch.quote(str(sweep_dir))}"])
     except Exception as exc:  # the sweeper re-raises the first failed job's error after all jobs ran
         failure = exc
     return _sweep_report(sweep_dir, len(jobs), failure)

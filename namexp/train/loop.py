@@ -108,6 +108,8 @@ class Setup:
 def train(cfg: RunConfig, ctx: RunContext) -> Dict[str, Any]:
     d = ctx.dist
     state = find_resume_state(ctx)  # before anything is written: a taken folder stays as it was
+    if d.enabled:
+        dist.barrier()  # every rank has read the folder before rank 0 writes its record
     if state is not None and state["epoch"] >= cfg.trainer.epochs and not state.get("step"):
         done = read_record(ctx.run_dir) or {}
         if done.get("status") == "completed":
