@@ -35,6 +35,8 @@ IGNORED_KEYS: tuple[str, ...] = (
     "trainer.progress",
     "trainer.num_workers",
     "trainer.resume",
+    # How NAM's gate is computed (same results, different speed): not part of the recipe.
+    "attention.options.impl",
     "hydra",
 )
 

@@ -31,16 +31,31 @@ Where the paper and the official code (github.com/Christian-lyc/NAM, ``MODELS/at
 
 At initialisation (γ = 1, β = 0) the channel gate is about sigmoid(x̂ / C) ≈ 0.5: a NAM starts by
 roughly halving the residual branch (compare the ``half`` ablation).
+
+Implementations (option ``impl``; all three compute the same function, gradients and running statistics,
+and hold the same parameters, so checkpoints load into any of them):
+
+* ``"reference"`` (default): the code below, op by op, as the formulas read. This is the spec.
+* ``"fused"``: BatchNorm and w folded into one per-channel affine map with a hand-written backward
+  (``nam_fused.py``): forward = BatchNorm's kernel with the folded weight and bias, an in-place sigmoid
+  and one multiply; backward = BatchNorm's backward kernel plus three elementwise passes. Under autocast
+  it returns the input's dtype (the reference returns float32 there).
+* ``"compiled"``: the reference math as a function compiled by ``torch.compile`` (inductor fuses it);
+  the first call of each shape compiles (seconds to a minute).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from namexp.errors import UserError
 
 from . import _checks
+from .nam_fused import exponential_average_factor, fused_gate
+
+IMPLS = ("reference", "fused", "compiled")
 
 
 def normalised_scale(scale: Tensor, *, abs_weights: bool, detach_weights: bool) -> Tensor:
@@ -52,19 +67,49 @@ def normalised_scale(scale: Tensor, *, abs_weights: bool, detach_weights: bool) 
     return scale / scale.sum()
 
 
+def _gate_math(x: Tensor, w: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
+               training: bool, factor: float, eps: float) -> Tensor:
+    """The reference gate as one function of tensors, x with the BN feature on dimension 1 (for impl=compiled)."""
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    y = F.batch_norm(x, running_mean, running_var, weight, bias, training, factor, eps)
+    return torch.sigmoid(w.view(shape) * y) * x
+
+
+_compiled_gate_math = None
+
+
+def compiled_gate_math():
+    """``_gate_math`` under torch.compile, made on first use and shared by every NAM gate."""
+    global _compiled_gate_math
+    if _compiled_gate_math is None:
+        _compiled_gate_math = torch.compile(_gate_math)
+    return _compiled_gate_math
+
+
+def _compiled_gate(x: Tensor, bn: nn.modules.batchnorm._BatchNorm, w: Tensor) -> Tensor:
+    training = bn.training or bn.running_mean is None
+    factor = exponential_average_factor(bn)  # counts the batch as nn.BatchNorm.forward does
+    return compiled_gate_math()(x, w, bn.weight, bn.bias, bn.running_mean, bn.running_var, training, factor, bn.eps)
+
+
 class NAMChannelGate(nn.Module):
     """The channel submodule's computation: sigmoid(w ⊙ BN(F)) ⊙ F with a BatchNorm2d(C)."""
 
-    def __init__(self, channels: int, *, abs_weights: bool, detach_weights: bool):
+    def __init__(self, channels: int, *, abs_weights: bool, detach_weights: bool, impl: str = "reference"):
         super().__init__()
         self.bn = nn.BatchNorm2d(channels)
         self.abs_weights = abs_weights
         self.detach_weights = detach_weights
+        self.impl = impl
 
     def weights(self) -> Tensor:
         return normalised_scale(self.bn.weight, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.impl == "fused":
+            return fused_gate(x, self.bn, self.weights())
+        if self.impl == "compiled":
+            return _compiled_gate(x, self.bn, self.weights())
         w = self.weights().view(1, -1, 1, 1)
         return torch.sigmoid(w * self.bn(x)) * x
 
@@ -72,7 +117,8 @@ class NAMChannelGate(nn.Module):
 class NAMPixelGate(nn.Module):
     """The spatial submodule's computation ("pixel normalization") with a BatchNorm1d(H·W)."""
 
-    def __init__(self, spatial_size: tuple[int, int], *, abs_weights: bool, detach_weights: bool, owner: str):
+    def __init__(self, spatial_size: tuple[int, int], *, abs_weights: bool, detach_weights: bool, owner: str,
+                 impl: str = "reference"):
         super().__init__()
         height, width = spatial_size
         self.spatial_size = (int(height), int(width))
@@ -80,6 +126,7 @@ class NAMPixelGate(nn.Module):
         self.abs_weights = abs_weights
         self.detach_weights = detach_weights
         self.owner = owner  # registry name, for the error message
+        self.impl = impl
 
     def weights(self) -> Tensor:
         return normalised_scale(self.bn.weight, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
@@ -94,6 +141,11 @@ class NAMPixelGate(nn.Module):
             )
         # (B, C, H, W) -> (B, H·W, C): BatchNorm1d then normalises each pixel over batch and channels.
         pixels = x.flatten(2).transpose(1, 2)
+        if self.impl != "reference":
+            # (B, H·W, C, 1): a dense view whatever x's memory format (channels_last-like for contiguous x).
+            gate_fn = fused_gate if self.impl == "fused" else _compiled_gate
+            out = gate_fn(pixels.unsqueeze(-1), self.bn, self.weights())
+            return out.squeeze(-1).transpose(1, 2).reshape(b, c, h, w)
         y = self.bn(pixels) * self.weights().view(1, -1, 1)
         gate = torch.sigmoid(y).transpose(1, 2).reshape(b, c, h, w)
         return gate * x
@@ -112,10 +164,11 @@ class NAMModule(nn.Module):
     placement = "block"
     attention_name: str  # set by each variant
 
-    def __init__(self, *, abs_weights: bool, detach_weights: bool):
+    def __init__(self, *, abs_weights: bool, detach_weights: bool, impl: str = "reference"):
         super().__init__()
         self.abs_weights = _checks.boolean(self.attention_name, "abs_weights", abs_weights)
         self.detach_weights = _checks.boolean(self.attention_name, "detach_weights", detach_weights)
+        self.impl = _checks.choice(self.attention_name, "impl", impl, IMPLS)
 
     def _gates(self) -> dict[str, nn.Module]:
         return {name: gate for name, gate in self.named_children() if name in ("channel", "spatial")}
@@ -133,7 +186,7 @@ class NAMModule(nn.Module):
         return {name: gate.weights().detach() for name, gate in self._gates().items()}
 
     def extra_repr(self) -> str:
-        return f"abs_weights={self.abs_weights}, detach_weights={self.detach_weights}"
+        return f"abs_weights={self.abs_weights}, detach_weights={self.detach_weights}, impl={self.impl}"
 
 
 def _require_spatial_size(name: str, spatial_size: tuple[int, int] | None) -> tuple[int, int]:
@@ -158,9 +211,12 @@ class NAMChannel(NAMModule):
         spatial_size: tuple[int, int] | None = None,
         abs_weights: bool = True,
         detach_weights: bool = True,
+        impl: str = "reference",
     ):
-        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights)
-        self.channel = NAMChannelGate(channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
+        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
+        self.channel = NAMChannelGate(
+            channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights, impl=self.impl
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.channel(x)
@@ -178,11 +234,13 @@ class NAMSpatial(NAMModule):
         spatial_size: tuple[int, int] | None = None,
         abs_weights: bool = True,
         detach_weights: bool = True,
+        impl: str = "reference",
     ):
-        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights)
+        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
         size = _require_spatial_size(self.attention_name, spatial_size)
         self.spatial = NAMPixelGate(
-            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name
+            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name,
+            impl=self.impl,
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -201,12 +259,16 @@ class NAMFull(NAMModule):
         spatial_size: tuple[int, int] | None = None,
         abs_weights: bool = True,
         detach_weights: bool = True,
+        impl: str = "reference",
     ):
-        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights)
+        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
         size = _require_spatial_size(self.attention_name, spatial_size)
-        self.channel = NAMChannelGate(channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights)
+        self.channel = NAMChannelGate(
+            channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights, impl=self.impl
+        )
         self.spatial = NAMPixelGate(
-            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name
+            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name,
+            impl=self.impl,
         )
 
     def forward(self, x: Tensor) -> Tensor:
