@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from namexp.errors import UserError
+from namexp.train.signals import Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -113,12 +114,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except Exception as exc:
-        from namexp.train.signals import Interrupted
-
-        if isinstance(exc, Interrupted):
-            print(f"interrupted: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_code)
         if debug:
             raise
         print(f"error: internal error {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "

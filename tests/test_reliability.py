@@ -236,3 +236,18 @@ def test_runs_started_at_the_same_moment_never_share_a_folder(tmp_path):
     codes = [p.wait(timeout=300) for p in procs]
     assert sorted(codes) == [0, 2, 2], [p.stderr.read() for p in procs]  # one owns the folder, two are told
     assert read_record(tmp_path / "same")["status"] == "completed"
+
+
+def test_ctrl_c_stops_a_whole_sweep_after_saving_the_running_job(tmp_path, cifar100_root):
+    sweep_dir = tmp_path / "sweep"
+    proc = _start(["train", "-m", *TINY, "trainer.epochs=4", f"data.root={cifar100_root}", "seed=0,1",
+                   f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    deadline = time.time() + 120
+    while not (sweep_dir / "0" / "checkpoints" / "last.pt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) == 128 + signal.SIGINT
+    assert "Traceback" not in proc.stderr.read()
+    assert read_record(sweep_dir / "0")["status"] in ("interrupted", "completed")
+    assert not (sweep_dir / "1").exists()  # the next job never started

@@ -20,6 +20,7 @@ from namexp.config import launch
 from namexp.config.validate import to_run_config
 from namexp.errors import UserError
 from namexp.train.runtime import dist_from_env, init_process_group, resolve_device
+from namexp.train.signals import Interrupted
 from namexp.train.task import train_task
 
 log = logging.getLogger("namexp")
@@ -134,6 +135,9 @@ def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
                      overrides + ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={launch.quote(str(sweep_dir))}"])
     except Exception as exc:  # the sweeper re-raises the first failed job's error after all jobs ran
         failure = exc
+    except Interrupted:  # Ctrl-C or SIGTERM stops the whole sweep; show where it stands, then stop
+        _sweep_report(sweep_dir, len(jobs), None)
+        raise
     return _sweep_report(sweep_dir, len(jobs), failure)
 
 

@@ -346,8 +346,10 @@ def evaluate(net: torch.nn.Module, loader, precision: str, device: torch.device,
         logits = logits.float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         hits = top == labels[:, None]
-        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(), hits[:, 0].sum().double(),
-                             hits.any(1).sum().double(), torch.tensor(float(labels.shape[0]), device=device, dtype=torch.float64)])
+        sums[0] += F.cross_entropy(logits, labels, reduction="sum").double()
+        sums[1] += hits[:, 0].sum()
+        sums[2] += hits.any(1).sum()
+        sums[3] += labels.shape[0]  # a Python number: no host-to-device copy per batch
     if d.enabled:
         dist.all_reduce(sums)
     loss, top1, top5, n = sums.tolist()

@@ -21,6 +21,7 @@ class TrainingProgress:
         if mode == "auto":
             mode = "rich" if sys.stderr.isatty() else "plain"
         self.mode = mode if enabled else "none"
+        self.enabled = enabled
         self.epochs, self.steps = epochs, steps_per_epoch
         self._progress: Optional[Progress] = None
         self._task = None
@@ -60,5 +61,6 @@ class TrainingProgress:
             log.info("epoch %d/%d step %d/%d loss %.4f %.0f img/s", epoch, self.epochs, step, self.steps, loss, img_s)
 
     def epoch_done(self, summary: str) -> None:
-        if self.mode != "none":
+        """The epoch's summary line goes to the log (and train.log) whatever the display mode."""
+        if self.enabled:
             log.info(summary)

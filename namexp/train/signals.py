@@ -9,8 +9,12 @@ import threading
 from typing import Optional
 
 
-class Interrupted(Exception):
-    """Training stopped on a signal after saving a checkpoint."""
+class Interrupted(BaseException):
+    """Training stopped on a signal after saving a checkpoint.
+
+    A BaseException, like KeyboardInterrupt: Hydra records ordinary exceptions of a sweep job and goes
+    on with the next job, but a Ctrl-C or a cluster's SIGTERM must stop the whole sweep.
+    """
 
     def __init__(self, signum: int, run_dir: str):
         self.signum = signum
