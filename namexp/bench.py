@@ -198,21 +198,9 @@ def timed(device, fn: Callable[[], Any]) -> Tuple[float, Any]:
 
 def train_step(net, optimizer, scaler, images, labels, precision: str, device) -> Any:
     """One limit-style step: forward, loss, backward, optimizer step -- no metrics, no read-back."""
-    import torch.nn.functional as F
+    from namexp.train.step import training_step
 
-    from namexp.train import runtime
-
-    with runtime.autocast(precision, device):
-        loss = F.cross_entropy(net(images), labels)
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return loss
+    return training_step(net, images, labels, optimizer, scaler, precision, device)[1]
 
 
 def infer(net, images, precision: str, device) -> Any:

@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 import typer
 
 from namexp.errors import UserError
+from namexp.files import write_text_atomic
 
 DEFAULT_RATIOS = "0,0.1,0.2,0.3,0.5,0.7"
 DEFAULT_THRESHOLDS = "0.1,0.5"
@@ -185,13 +186,6 @@ def publish(run_dir: Path, files: dict[str, bytes]) -> tuple[Path, Optional[Path
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return analysis, previous
-
-
-def write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------- command
@@ -382,7 +376,7 @@ def run_analyze(
     else:
         rep.render_terminal(record, console)
     if fmt is not None and output is not None:
-        write_text(output, rep.render(record, fmt))
+        write_text_atomic(output, rep.render(record, fmt))
         status.print(f"wrote {output} ({fmt})", markup=False, highlight=False)
     if previous is not None:
         status.print(f"kept the previous analysis in {previous}", markup=False, highlight=False)

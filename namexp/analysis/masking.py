@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from namexp.errors import UserError
@@ -34,6 +33,7 @@ from namexp.models.attention import NAMModule
 from namexp.models.sites import SITE_SPECS_ATTR
 from namexp.train import runtime
 from namexp.train.loop import evaluate
+from namexp.train.step import training_step
 
 RANKINGS = ("nam", "bn", "random")
 DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
@@ -192,16 +192,7 @@ def finetune(model: nn.Module, masks: dict[str, Tensor], train_loader, recipe: F
         for epoch in range(recipe.epochs):
             for step, (images, labels) in enumerate(train_loader.epoch(epoch)):
                 LRSchedule.apply(optimizer, schedule.lr_at(epoch, step))
-                with runtime.autocast(recipe.precision, device):
-                    loss = F.cross_entropy(net(images), labels)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
+                loss = training_step(net, images, labels, optimizer, scaler, recipe.precision, device)[1]
             if loss is not None and not math.isfinite(float(loss.detach())):
                 raise UserError(f"fine-tuning diverged (loss {float(loss)}): lower --finetune-lr")
     net.eval()

@@ -15,6 +15,7 @@ from typing import List, Optional, Sequence
 import typer
 
 from namexp.errors import UserError
+from namexp.files import write_text_atomic
 from namexp.report import plots as _plots
 from namexp.report.collect import load_runs
 from namexp.report.render import FORMATS, SUFFIXES, render, render_csv, render_markdown, render_terminal, terminal_text
@@ -46,14 +47,6 @@ def _check_output(output: Path, force: bool) -> None:
         raise UserError(f"--output {output} is a folder: give a file name (e.g. {output / 'comparison.md'})")
     if output.exists() and not force:
         raise UserError(f"{output} already exists: pass --force to overwrite it, or choose another --output")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write through a temporary file renamed into place (a reader never sees half a table)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def run_compare(
@@ -107,7 +100,7 @@ def run_compare(
     else:
         render_terminal(comp, console)
     if fmt is not None and output is not None:
-        _write_text(output, render(comp, fmt))
+        write_text_atomic(output, render(comp, fmt))
         console.print(f"wrote {output} ({fmt}, {len(comp.groups)} group(s))", markup=False)
     if plot is not None:
         _plots.draw_plots(comp, targets, weights)
@@ -169,8 +162,8 @@ def write_sweep_table(sweep_dir: Path) -> str:
     sweep_dir = Path(sweep_dir)
     runs, warnings = load_runs([sweep_dir])
     comp = build(runs, warnings=warnings)
-    _write_text(sweep_dir / "comparison.md", render_markdown(comp))
-    _write_text(sweep_dir / "comparison.csv", render_csv(comp))
+    write_text_atomic(sweep_dir / "comparison.md", render_markdown(comp))
+    write_text_atomic(sweep_dir / "comparison.csv", render_csv(comp))
     text = terminal_text(comp, width=TEXT_WIDTH)
     if comp.warnings:
         text += "".join(f"warning: {line}\n" for line in comp.warnings)

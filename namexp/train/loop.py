@@ -27,8 +27,10 @@ from namexp.train.build import LRSchedule, config_dict, make_model, make_optimiz
 from namexp.train.checkpoint import FORMAT, load_checkpoint, load_model_state, save_atomic
 from namexp.train.penalty import SparsityPenalty
 from namexp.train.progress import TrainingProgress
-from namexp.train.record import RunRecord, read_record, write_text_atomic
+from namexp.files import write_text_atomic
+from namexp.train.record import RunRecord, read_record
 from namexp.train.signals import Interrupted, StopFlag
+from namexp.train.step import training_step
 from namexp.train.tensorboard import RunLogger, hparam_values
 
 log = logging.getLogger("namexp")
@@ -281,22 +283,7 @@ def train_epoch(cfg: RunConfig, ctx: RunContext, s: Setup, epoch: int, start_ste
     started, seen_at_start = time.perf_counter(), sums.seen
     for step, (images, labels) in enumerate(s.data.train.epoch(epoch, start_step), start=start_step):
         LRSchedule.apply(optimizer, schedule.lr_at(epoch, step))
-        with runtime.autocast(t.precision, device):
-            logits = train_net(images)
-            loss = F.cross_entropy(logits, labels)
-        term = penalty.loss_term()
-        total = loss if term is None else loss + term
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(total).backward()
-            scaler.unscale_(optimizer)  # the subgradient must be added to unscaled gradients
-            penalty.add_subgradient()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            total.backward()
-            penalty.add_subgradient()
-            optimizer.step()
+        logits, loss = training_step(train_net, images, labels, optimizer, scaler, t.precision, device, penalty)
 
         batch = labels.shape[0]
         sums.loss += loss.detach().double() * batch

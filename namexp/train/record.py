@@ -9,12 +9,12 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
 from typing import Any, Dict, List, Optional
+
+from namexp.files import write_text_atomic
 
 RECORD_FORMAT = 1
 EPOCH_FIELDS = (
@@ -25,17 +25,6 @@ EPOCH_FIELDS = (
 
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(value: Any) -> Any:
