@@ -103,12 +103,19 @@ class GateRecorder:
 
     @contextlib.contextmanager
     def attached(self):
+        # The hooks sit on the gates' BatchNorm modules, which only the reference impl calls as modules;
+        # every impl computes the same gate, so the reference one is used while recording.
+        impls = [(gate, gate.impl) for _, _, gate in self.targets]
+        for gate, _ in impls:
+            gate.impl = "reference"
         handles = [gate.bn.register_forward_hook(self._hook((site, part), part, gate)) for site, part, gate in self.targets]
         try:
             yield self
         finally:
             for h in handles:
                 h.remove()
+            for gate, impl in impls:
+                gate.impl = impl
 
     def means(self) -> dict[str, dict[str, Tensor]]:
         out: dict[str, dict[str, Tensor]] = {}
