@@ -4,7 +4,6 @@ Every command takes Hydra overrides (`key=value`, `group=option`) as extra argum
 can fix (`UserError`) end in one line on stderr and exit code 2 -- no traceback unless `--debug`.
 """
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,6 @@ app = typer.Typer(
     help="Train, evaluate and compare CNNs with NAM and its peer attention modules (SE, CBAM, BAM, TAM, ECA, non-local).",
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
-log = logging.getLogger("namexp")
 
 
 @app.command(context_settings=OVERRIDES)
@@ -66,7 +64,11 @@ def info(
 
 @app.command(context_settings=OVERRIDES)
 def bench(ctx: typer.Context) -> None:
-    """Training throughput against the limit and the reference pipeline, and attention overheads (see docs/benchmarks.md)."""
+    """Training img/s: the limit vs namexp vs the reference pipeline, eval latency, attention overheads.
+
+    Flags among the overrides: --attentions none,nam,se --steps N --warmup N --repeats N --eval-steps N
+    --output FILE.json|.md --force --skip-reference --skip-overheads (see docs/benchmarks.md).
+    """
     from namexp.bench import run_bench
 
     _exit(run_bench(ctx.args))

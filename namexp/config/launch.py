@@ -10,7 +10,7 @@ import contextlib
 import copy
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_config_search_path
@@ -38,7 +38,7 @@ def hydra_app(task_name: str = "train") -> Iterator[Hydra]:
     search_path = create_config_search_path(str(conf_dir()))
     app = Hydra.create_main_hydra2(task_name=task_name, config_search_path=search_path)
     try:
-        with translate_errors(app):
+        with translate_errors():
             yield app
     finally:
         GlobalHydra.instance().clear()
@@ -49,7 +49,7 @@ def group_options(app: Hydra, group: str) -> List[str]:
 
 
 @contextlib.contextmanager
-def translate_errors(app: Optional[Hydra] = None) -> Iterator[None]:
+def translate_errors() -> Iterator[None]:
     """Turn Hydra's and OmegaConf's multi-line errors into one-line `UserError`s."""
     try:
         yield
