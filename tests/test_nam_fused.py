@@ -194,14 +194,16 @@ def _compose(overrides):
 
 
 @pytest.mark.parametrize("attention", ["nam", "nam_full", "nam_spatial"])
-def test_impl_is_reachable_from_the_config(attention):
-    run = _compose(["backbone=resnet20", "data=synthetic", f"attention={attention}", "++attention.options.impl=fused"])
-    assert run.attention.options["impl"] == "fused"
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_impl_is_reachable_from_the_config(attention, impl):
+    overrides = ["backbone=resnet20", "data=synthetic", f"attention={attention}"]
+    run = _compose(overrides + ([] if impl == "fused" else [f"attention.options.impl={impl}"]))  # fused: the default
+    assert run.attention.options["impl"] == impl
     model = make_model(run, run.data.num_classes, run.data.image_size)
     modules = [m for m in model.modules() if isinstance(m, nam.NAMModule)]
-    assert modules and all(m.impl == "fused" for m in modules)
+    assert modules and all(m.impl == impl for m in modules)
     gates = [g for m in modules for g in m._gates().values()]
-    assert gates and all(g.impl == "fused" for g in gates)
+    assert gates and all(g.impl == impl for g in gates)
 
 
 def test_bad_impl_is_a_user_error_listing_the_valid_values(capsys):
