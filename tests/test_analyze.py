@@ -296,3 +296,37 @@ def test_sites_gates_and_exact_zero_ratio_for_other_attentions(attention, rankin
     assert len(zero) == len(rankings) and all(e["test_loss"] == plain["loss"] for e in zero)  # bit-exact
     assert all(e["test_loss"] != plain["loss"] for e in study.entries if e["ratio"] == 0.5)
     assert study.evaluations == 1 + len(rankings)  # equal masks (ratio 0) are evaluated once
+
+
+@pytest.mark.parametrize("impl", ["fused", "reference"])
+def test_gate_recording_leaves_the_evaluation_bit_exact_under_bf16(impl):
+    """Recording gates must not change what is evaluated: the unmasked error is the 0 % point of every curve.
+
+    (It once switched the gates to the reference impl while recording; under bf16 autocast that moved the
+    unmasked error of a fused-gate run by 0.09 points away from its own 0 % masking point.)
+    """
+    from namexp.analysis.weights import GateRecorder
+    from namexp.models import build_model
+    from namexp.train.loop import evaluate
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", "nam_full", num_classes=10, image_size=32, attention_options={"impl": impl})
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.weight.data.uniform_(0.05, 2.0)
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    sites = block_sites(model)
+    batch = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))]
+    cpu = torch.device("cpu")
+
+    plain = evaluate(model, batch, "bf16", cpu)
+    recorder = GateRecorder(sites)
+    with recorder.attached():
+        recorded = evaluate(model, batch, "bf16", cpu)
+    assert recorded["loss"] == plain["loss"]
+    assert all(gate.impl == impl for _, _, gate in recorder.targets)
+    means = recorder.means()
+    assert set(means) == {s.site for s in sites} and all(set(v) == {"channel", "spatial"} for v in means.values())
+    assert all(((g > 0) & (g < 1)).all() for v in means.values() for g in v.values())

@@ -10,8 +10,9 @@ weights are all equal has share 0 below every t <= 1, whatever its width; t = 0.
 fraction the training logs use (`nam_small_share/...` in TensorBoard).
 
 Gates. The mean of sigmoid(w ⊙ BN(F)) per channel (per pixel for the spatial part) over the test images,
-with every BatchNorm in eval mode -- what the trained network computes. Forward hooks on the NAM gates'
-own BatchNorms read BN(F) as the network computes it; the model code is untouched.
+with every BatchNorm in eval mode -- what the trained network computes. Forward pre-hooks on the NAM gates
+recompute the gate from its input in float32 (so the recording is the same whichever gate impl runs and
+leaves the evaluation it rides on unchanged); the model code is untouched.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from namexp.models.attention import NAMModule
 from namexp.train import runtime
@@ -78,7 +80,12 @@ def nam_gates(module: nn.Module) -> dict[str, nn.Module]:
 
 
 class GateRecorder:
-    """Sums of sigmoid(w ⊙ BN(F)) per channel / pixel, read by forward hooks on the gates' BatchNorms."""
+    """Sums of sigmoid(w ⊙ BN(F)) per channel / pixel, computed by forward pre-hooks on the NAM gates.
+
+    The hook recomputes the gate from the gate's input with the BatchNorm's running statistics (the model is
+    in eval mode), in float32, so it reads the same values whichever ``impl`` the gate runs: the evaluation it
+    rides on is the model's own, bit for bit (the masking study's 0 % point equals it exactly).
+    """
 
     def __init__(self, sites: Iterable) -> None:
         self.sums: dict[tuple[str, str], Tensor] = {}
@@ -86,42 +93,44 @@ class GateRecorder:
         self.targets = [(site.site, part, gate) for site in sites for part, gate in nam_gates(site.module).items()]
 
     def _hook(self, key: tuple[str, str], part: str, gate: nn.Module):
-        def hook(bn: nn.Module, inputs, output: Tensor) -> None:
-            w = gate.weights().detach().float()
-            y = output.detach().float()
-            if part == "channel":  # y: (B, C, H, W) -> sigmoid(w_c · y) per channel
-                g = torch.sigmoid(y * w.view(1, -1, 1, 1))
-                total, count = g.sum(dim=(0, 2, 3)), g.shape[0] * g.shape[2] * g.shape[3]
-            else:  # y: (B, H·W, C) -> sigmoid(w_p · y) per pixel position
-                g = torch.sigmoid(y * w.view(1, -1, 1))
-                total, count = g.sum(dim=(0, 2)), g.shape[0] * g.shape[2]
-            total = total.double()
+        def hook(module: nn.Module, inputs) -> None:
+            x = inputs[0].detach().float()
+            if part == "spatial":  # (B, C, H, W) -> (B, H·W, C): one feature per pixel position
+                x = x.flatten(2).transpose(1, 2)
+            y = _bn_eval(gate.bn, x)
+            w = gate.weights().detach().float().view((1, -1) + (1,) * (x.dim() - 2))
+            g = torch.sigmoid(y * w)
+            dims = [d for d in range(g.dim()) if d != 1]
+            total = g.sum(dim=dims).double()
             self.sums[key] = self.sums[key] + total if key in self.sums else total
-            self.counts[key] = self.counts.get(key, 0) + count
+            self.counts[key] = self.counts.get(key, 0) + g.numel() // g.shape[1]
 
         return hook
 
     @contextlib.contextmanager
     def attached(self):
-        # The hooks sit on the gates' BatchNorm modules, which only the reference impl calls as modules;
-        # every impl computes the same gate, so the reference one is used while recording.
-        impls = [(gate, gate.impl) for _, _, gate in self.targets]
-        for gate, _ in impls:
-            gate.impl = "reference"
-        handles = [gate.bn.register_forward_hook(self._hook((site, part), part, gate)) for site, part, gate in self.targets]
+        handles = [gate.register_forward_pre_hook(self._hook((site, part), part, gate)) for site, part, gate in self.targets]
         try:
             yield self
         finally:
             for h in handles:
                 h.remove()
-            for gate, impl in impls:
-                gate.impl = impl
 
     def means(self) -> dict[str, dict[str, Tensor]]:
         out: dict[str, dict[str, Tensor]] = {}
         for (site, part), total in self.sums.items():
             out.setdefault(site, {})[part] = (total / max(self.counts[(site, part)], 1)).cpu()
         return out
+
+
+def _bn_eval(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
+    """``bn(x)`` in float32 with its running statistics (batch statistics if it has none), changing nothing."""
+    use_batch = bn.training or bn.running_mean is None
+    weight = None if bn.weight is None else bn.weight.detach().float()
+    bias = None if bn.bias is None else bn.bias.detach().float()
+    if use_batch:
+        return F.batch_norm(x, None, None, weight, bias, True, 0.0, bn.eps)
+    return F.batch_norm(x, bn.running_mean.float(), bn.running_var.float(), weight, bias, False, 0.0, bn.eps)
 
 
 @torch.no_grad()
