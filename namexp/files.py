@@ -3,17 +3,48 @@
 import os
 import tempfile
 from pathlib import Path
+from typing import IO, Callable
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename it over `path` (atomic on POSIX)."""
+def _umask() -> int:
+    try:  # Linux says it without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0)  # elsewhere the only way to read it is to set it; put it back at once
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The permissions an ordinary new file gets (0o666 less the umask).
+
+    mkstemp creates files readable by their owner only; a run folder, a table or a checkpoint must be
+    readable as any other new file is (colleagues on a shared cluster read each other's runs).
+    """
+    return 0o666 & ~_umask()
+
+
+def write_atomic(path: Path, write: Callable[[IO], None], *, binary: bool = False, sync: bool = False) -> None:
+    """Call ``write(file)`` on a temporary file in the same folder, then rename it over `path` (atomic on POSIX)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        os.fchmod(fd, new_file_mode())
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    write_atomic(path, lambda f: f.write(text))

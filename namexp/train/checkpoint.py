@@ -6,31 +6,21 @@ Reading: `torch.load(weights_only=True)` (no pickle code execution), then a chec
 what a namexp checkpoint must; a truncated or foreign file is refused with a one-line message.
 """
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable
 
 import torch
 
 from namexp.errors import UserError
+from namexp.files import write_atomic
 
 FORMAT = 1
 REQUIRED_KEYS = ("format", "model", "config", "epoch")
 
 
 def save_atomic(state: Dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """torch.save to `path` atomically, synced to disk before the rename (a crash leaves the old file)."""
+    write_atomic(path, lambda f: torch.save(state, f), binary=True, sync=True)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu", required: Iterable[str] = REQUIRED_KEYS,
