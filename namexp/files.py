@@ -1,9 +1,13 @@
-"""Writing files so that a reader (or a crash) never sees half of one."""
+"""Writing output files: atomically (a reader or a crash never sees half of one), never over a user's file
+without --force, in the format --format names or the file's suffix implies."""
 
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Optional
+
+from namexp.errors import UserError
 
 
 def _umask() -> int:
@@ -48,3 +52,29 @@ def write_atomic(path: Path, write: Callable[[IO], None], *, binary: bool = Fals
 def write_text_atomic(path: Path, text: str) -> None:
     """Write `text` to `path` atomically."""
     write_atomic(path, lambda f: f.write(text))
+
+
+def output_format(fmt: Optional[str], output: Optional[Path], formats: Sequence[str],
+                  suffixes: Mapping[str, str]) -> Optional[str]:
+    """The table format a command writes: ``--format`` (``md``/``tex`` accepted), else ``--output``'s suffix."""
+    aliases = {"md": "markdown", "tex": "latex", **{f: f for f in formats}}
+    if fmt is not None:
+        resolved = aliases.get(fmt.strip().lower())
+        if resolved not in formats:
+            raise UserError(f"unknown --format {fmt!r}: use one of {', '.join(formats)}")
+        return resolved
+    if output is not None:
+        resolved = suffixes.get(output.suffix.lower())
+        if resolved is None:
+            raise UserError(f"cannot tell the format of --output {output} from its suffix: pass --format "
+                            f"{'|'.join(formats)} or use {', '.join(sorted(set(suffixes) - {'.markdown'}))}")
+        return resolved
+    return None
+
+
+def check_output(output: Path, force: bool, example_name: str) -> None:
+    """Refuse an --output that is a folder, or an existing file without --force (nothing is overwritten)."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder: give a file name (e.g. {output / example_name})")
+    if output.exists() and not force:
+        raise UserError(f"{output} already exists: pass --force to overwrite it, or choose another --output")

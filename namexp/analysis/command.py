@@ -29,7 +29,7 @@ from typing import Optional, Sequence
 import typer
 
 from namexp.errors import UserError
-from namexp.files import write_text_atomic
+from namexp.files import check_output, output_format, write_text_atomic
 
 DEFAULT_RATIOS = "0,0.1,0.2,0.3,0.5,0.7"
 DEFAULT_THRESHOLDS = "0.1,0.5"
@@ -78,30 +78,6 @@ def parse_rankings(text: Optional[str]) -> Optional[list[str]]:
     if text is None or text.strip().lower() in ("", "auto", "all"):
         return None
     return [t.strip().lower() for t in text.split(",") if t.strip()]
-
-
-def resolve_format(fmt: Optional[str], output: Optional[Path]) -> Optional[str]:
-    from namexp.analysis.report import FORMAT_ALIASES, FORMATS, SUFFIXES
-
-    if fmt is not None:
-        resolved = FORMAT_ALIASES.get(fmt.strip().lower())
-        if resolved is None:
-            raise UserError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
-        return resolved
-    if output is not None:
-        resolved = SUFFIXES.get(output.suffix.lower())
-        if resolved is None:
-            raise UserError(f"cannot tell the format of --output {output} from its suffix: pass --format "
-                            f"{'|'.join(FORMATS)} or use .md, .csv or .json")
-        return resolved
-    return None
-
-
-def check_output(output: Path, force: bool) -> None:
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder: give a file name (e.g. {output / 'analysis.md'})")
-    if output.exists() and not force:
-        raise UserError(f"{output} already exists: pass --force to overwrite it, or choose another --output")
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -243,9 +219,11 @@ def run_analyze(
     if limit_batches < 0:
         raise UserError(f"--limit-batches {limit_batches} is negative: give 0 for every batch")
     output = Path(output) if output is not None else None
-    fmt = resolve_format(format, output)
+    from namexp.analysis.report import FORMATS, SUFFIXES
+
+    fmt = output_format(format, output, FORMATS, SUFFIXES)
     if output is not None:
-        check_output(output, force)
+        check_output(output, force, "analysis.md")
     if requested is not None and "random" in requested and random_seeds == 0:
         raise UserError("--rankings asks for random but --random-seeds is 0: give --random-seeds 1 or more")
 

@@ -21,7 +21,6 @@ from namexp.analysis.masking import RANKINGS
 
 FORMATS = ("markdown", "csv", "json")
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
-FORMAT_ALIASES = {"md": "markdown", **{f: f for f in FORMATS}}
 DASH = "–"
 MASKING_PNG = "masking.png"
 WEIGHTS_PNG = "weights.png"

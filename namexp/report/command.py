@@ -14,41 +14,13 @@ from typing import List, Optional, Sequence
 
 import typer
 
-from namexp.errors import UserError
-from namexp.files import write_text_atomic
+from namexp.files import check_output, output_format, write_text_atomic
 from namexp.report import plots as _plots
 from namexp.report.collect import load_runs
 from namexp.report.render import FORMATS, SUFFIXES, render, render_csv, render_markdown, render_terminal, terminal_text
 from namexp.report.stats import Comparison, build
 
 TEXT_WIDTH = 200  # characters of the terminal table when the output is not a terminal
-FORMAT_ALIASES = {"md": "markdown", "tex": "latex", **{f: f for f in FORMATS}}
-
-
-def _resolve_format(fmt: str | None, output: Path | None) -> str | None:
-    if fmt is not None:
-        resolved = FORMAT_ALIASES.get(fmt.strip().lower())
-        if resolved is None:
-            raise UserError(f"unknown --format {fmt!r}: use one of {', '.join(FORMATS)}")
-        return resolved
-    if output is not None:
-        resolved = SUFFIXES.get(output.suffix.lower())
-        if resolved is None:
-            raise UserError(
-                f"cannot tell the format of --output {output} from its suffix: "
-                f"pass --format {'|'.join(FORMATS)} or use .md, .csv, .tex or .json"
-            )
-        return resolved
-    return None
-
-
-def _check_output(output: Path, force: bool) -> None:
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder: give a file name (e.g. {output / 'comparison.md'})")
-    if output.exists() and not force:
-        raise UserError(f"{output} already exists: pass --force to overwrite it, or choose another --output")
-
-
 def run_compare(
     paths: Sequence[Path | str],
     *,
@@ -73,9 +45,9 @@ def run_compare(
             console = Console(width=TEXT_WIDTH)  # piped to a file: one wide table rather than 80 columns
     err_console = err_console or Console(stderr=True, highlight=False)
     output = Path(output) if output is not None else None
-    fmt = _resolve_format(format, output)
+    fmt = output_format(format, output, FORMATS, SUFFIXES)
     if output is not None:
-        _check_output(output, force)
+        check_output(output, force, "comparison.md")
 
     runs, warnings = load_runs([Path(p) for p in paths])
     comp = build(
