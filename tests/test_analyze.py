@@ -210,6 +210,7 @@ def test_run_without_nam_gets_bn_and_random_only(tiny, capsys):
     assert {e["ranking"] for e in a["masking"]} == {"bn", "random"} and a["config"]["rankings"] == ["bn", "random"]
     assert all(e["test_top1_err"] == read_record(run)["final"]["test_top1_err"] for e in a["masking"] if e["ratio"] == 0)
     assert all(layer["nam"] == {} and layer["bn"] is not None for layer in a["layers"])
+    assert a["sparsity"] == read_record(run)["sparsity"] == 0.0  # the effective weight: nothing to act on
     assert not (run / "analysis" / "nam_weights.json").exists()
     refused = run_inproc(["analyze", str(run), "--rankings", "nam", "--finetune-epochs", "0"], capsys)
     assert refused.code == 2 and "ranking nam is not available" in refused.err and "Traceback" not in refused.err

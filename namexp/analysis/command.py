@@ -248,6 +248,7 @@ def run_analyze(
                                          run_study)
     from namexp.train import runtime
     from namexp.train.loop import evaluate
+    from namexp.train.penalty import SparsityPenalty
 
     run_dir = Path(run_dir).expanduser()
     cfg, state, path, dev, model = load_run(run_dir, extra, which)
@@ -299,7 +300,7 @@ def run_analyze(
         "checkpoint_which": which,
         "epoch": int(state["epoch"]),
         "backbone": cfg.backbone.name, "attention": cfg.attention.name, "data": cfg.data.name,
-        "seed": cfg.seed, "sparsity": cfg.sparsity,
+        "seed": cfg.seed, "sparsity": SparsityPenalty(model, cfg.sparsity, cfg.sparsity_mode).weight,  # effective, as the record
         "config": {
             "ratios": ratio_list, "rankings": chosen, "random_seeds": seeds,
             "thresholds": threshold_list,
