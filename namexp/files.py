@@ -37,8 +37,8 @@ def write_atomic(path: Path, write: Callable[[IO], None], *, binary: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            os.fchmod(f.fileno(), new_file_mode())
             write(f)
             if sync:
                 f.flush()
