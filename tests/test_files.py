@@ -43,3 +43,16 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     with pytest.raises(RuntimeError):
         write_atomic(path, boom)
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]
+
+
+def test_every_file_of_a_run_folder_is_readable_by_others_and_not_executable(tmp_path, capsys, umask_022):
+    from helpers import run_inproc
+
+    run_dir = tmp_path / "run"
+    result = run_inproc(["train", "data=synthetic", "backbone=resnet20", "attention=nam", "trainer.epochs=1",
+                         "trainer.progress=none", "data.synthetic_train_size=32", "data.synthetic_test_size=16",
+                         "trainer.batch_size=16", "trainer.device=cpu", f"hydra.run.dir={run_dir}"], capsys)
+    assert result.code == 0, result.err
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert {"record.json", "last.pt", ".namexp-run", "metrics.csv"} <= {p.name for p in files}
+    assert {p.relative_to(run_dir).as_posix(): oct(mode(p)) for p in files if mode(p) != 0o644} == {}

@@ -159,7 +159,7 @@ def claim_run_dir(run_dir: Path, explicit: bool) -> Path:
         try:
             candidate.mkdir(parents=True, exist_ok=True)
             try:
-                os.close(os.open(candidate / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                os.close(os.open(candidate / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # os.open's default is 0o777
             except FileExistsError:
                 continue  # another run claimed it between our check and our claim: look again
             return candidate
