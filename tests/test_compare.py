@@ -486,3 +486,14 @@ def test_write_sweep_table(sweep: Path):
     assert md_rows((sweep / "comparison.md").read_text())[0][0] == "data"
     assert len(list(csv.DictReader((sweep / "comparison.csv").open()))) == 3
     write_sweep_table(sweep)  # rewrites its own files
+
+
+def test_plot_labels_name_p0_where_the_same_attention_also_has_a_penalty():
+    from types import SimpleNamespace
+
+    from namexp.report.plots import _labeller
+
+    groups = [SimpleNamespace(attention=a, sparsity=p, variant={}, runs=[1, 2])
+              for a, p in [("none", 0.0), ("nam", 0.0), ("nam", 1e-4), ("se", 0.0)]]
+    label = _labeller(groups)
+    assert [label(g) for g in groups] == ["none (n=2)", "nam p=0 (n=2)", "nam p=0.0001 (n=2)", "se (n=2)"]

@@ -55,10 +55,14 @@ def _labeller(groups: list[Group]):
     from namexp.report.render import short_keys
 
     names = short_keys(sorted({k for g in groups for k in g.variant}))
+    # p=0 is named too where the same attention also appears with a penalty (else "nam" could be either)
+    sparsities: dict[str, set] = {}
+    for g in groups:
+        sparsities.setdefault(g.attention, set()).add(g.sparsity)
 
     def label(group: Group) -> str:
         text = group.attention
-        if group.sparsity:
+        if group.sparsity or len(sparsities[group.attention]) > 1:
             text += f" p={group.sparsity:g}"
         if group.variant:
             text += " [" + ", ".join(f"{names[k]}={format_value(v)}" for k, v in group.variant.items()) + "]"
