@@ -244,6 +244,20 @@ def test_missing_run_or_checkpoint_is_a_user_error(capsys, tmp_path):
     assert nockpt.code == 2 and "last.pt" in nockpt.err
 
 
+def trained_looking_model(attention: str, options: dict | None = None) -> torch.nn.Module:
+    """resnet20 + `attention` (10 classes) in eval mode, its BatchNorms given spread scales and running statistics."""
+    from namexp.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", attention, num_classes=10, image_size=32, attention_options=options)
+    for m in model.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.weight.data.uniform_(0.05, 2.0)
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
 @pytest.mark.parametrize("attention, rankings, parts", [
     ("nam_full", ["nam", "bn", "random"], {"channel", "spatial"}),
     ("nam_spatial", ["bn", "random"], {"spatial"}),
@@ -252,17 +266,9 @@ def test_missing_run_or_checkpoint_is_a_user_error(capsys, tmp_path):
 def test_sites_gates_and_exact_zero_ratio_for_other_attentions(attention, rankings, parts):
     from namexp.analysis.masking import StudyPlan, available_rankings, run_study
     from namexp.analysis.weights import gate_means, layer_stats
-    from namexp.models import build_model
     from namexp.train.loop import evaluate
 
-    torch.manual_seed(0)
-    model = build_model("resnet20", attention, num_classes=10, image_size=32)
-    for m in model.modules():  # trained-looking BatchNorms: spread scales and running statistics
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.weight.data.uniform_(0.05, 2.0)
-            m.running_mean.normal_(0, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    model.eval()
+    model = trained_looking_model(attention)
     sites = block_sites(model)
     assert len(sites) == 9 and all(s.preceding_bn is not None for s in sites)
     assert available_rankings(sites) == rankings
@@ -307,17 +313,9 @@ def test_gate_recording_leaves_the_evaluation_bit_exact_under_bf16(impl):
     unmasked error of a fused-gate run by 0.09 points away from its own 0 % masking point.)
     """
     from namexp.analysis.weights import GateRecorder
-    from namexp.models import build_model
     from namexp.train.loop import evaluate
 
-    torch.manual_seed(0)
-    model = build_model("resnet20", "nam_full", num_classes=10, image_size=32, attention_options={"impl": impl})
-    for m in model.modules():
-        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-            m.weight.data.uniform_(0.05, 2.0)
-            m.running_mean.normal_(0, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    model.eval()
+    model = trained_looking_model("nam_full", {"impl": impl})
     sites = block_sites(model)
     batch = [(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))]
     cpu = torch.device("cpu")
