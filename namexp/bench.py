@@ -46,6 +46,7 @@ from rich.table import Table
 from namexp.config import launch
 from namexp.config.validate import to_run_config
 from namexp.errors import UserError
+from namexp.files import check_output, write_text_atomic
 
 DEFAULT_ATTENTIONS = "none,nam,nam_full,se,cbam,bam,tam,eca"
 BASELINE = "none"
@@ -168,15 +169,13 @@ def compose_run(overrides: List[str]):
         return to_run_config(launch.job_config(launch.compose(app, overrides)))
 
 
-def check_output(path: Optional[Path], force: bool) -> None:
+def check_bench_output(path: Optional[Path], force: bool) -> None:
+    """The suffix picks the format (there is no --format); folders and existing files as every command."""
     if path is None:
         return
     if path.suffix.lower() not in (".json", ".md"):
         raise UserError(f"--output {path}: the file must end in .json or .md (it picks the format)")
-    if path.exists() and not force:
-        raise UserError(f"--output {path} already exists: choose another file or add --force to overwrite it")
-    if path.exists() and path.is_dir():
-        raise UserError(f"--output {path} is a folder: give a file name ending in .json or .md")
+    check_output(path, force, "bench.md")
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -236,7 +235,7 @@ def _rotate(items: list, r: int) -> list:
 # --------------------------------------------------------------------------------------------- the bench
 def run_bench(overrides: List[str]) -> int:
     opts = parse_args(list(overrides))
-    check_output(opts.output, opts.force)
+    check_bench_output(opts.output, opts.force)
     if launch.sweep_values(opts.overrides):
         raise UserError("namexp bench measures one configuration: drop the comma list or range "
                         "(compare attention types with --attentions none,nam,se)")
@@ -625,7 +624,4 @@ def render_markdown(result: Dict[str, Any]) -> str:
 
 def write_output(path: Path, result: Dict[str, Any]) -> None:
     text = render_markdown(result) if path.suffix.lower() == ".md" else json.dumps(result, indent=2) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, text)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from namexp.config.schema import RunConfig
 from namexp.data import DataBundle, build_data
 from namexp.errors import UserError
+from namexp.files import write_text_atomic
 from namexp.models import attention_sites
 from namexp.models.attention import nam_modules
 from namexp.profile import count_flops, count_params, describe_placement, environment
@@ -27,7 +28,6 @@ from namexp.train.build import LRSchedule, config_dict, make_model, make_optimiz
 from namexp.train.checkpoint import FORMAT, load_checkpoint, load_model_state, save_atomic
 from namexp.train.penalty import SparsityPenalty
 from namexp.train.progress import TrainingProgress
-from namexp.files import write_text_atomic
 from namexp.train.record import RunRecord, read_record
 from namexp.train.signals import Interrupted, StopFlag
 from namexp.train.step import training_step
