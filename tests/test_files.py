@@ -6,7 +6,7 @@ import stat
 import pytest
 import torch
 
-from namexp.files import write_text_atomic
+from namexp.files import write_atomic, write_text_atomic
 from namexp.train.checkpoint import load_checkpoint, save_atomic
 
 
@@ -39,7 +39,6 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
         f.write("half")
         raise RuntimeError("disk full")
 
-    from namexp.files import write_atomic
     with pytest.raises(RuntimeError):
         write_atomic(path, boom)
     assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["table.md"]

@@ -39,8 +39,9 @@ and hold the same parameters, so checkpoints load into any of them):
   the other two to it (outputs, gradients and running statistics, in float64).
 * ``"fused"`` (default: cheaper than the reference, and needs no compiler): BatchNorm and w folded into
   one per-channel affine map with a hand-written backward (``nam_fused.py``): forward = BatchNorm's
-  kernel with the folded weight and bias, an in-place sigmoid and one multiply; backward = BatchNorm's backward kernel plus three elementwise passes. Under autocast
-  it returns the input's dtype (the reference returns float32 there).
+  kernel with the folded weight and bias, an in-place sigmoid and one multiply; backward = BatchNorm's
+  backward kernel plus three elementwise passes. Under autocast it returns the input's dtype (the
+  reference returns float32 there).
 * ``"compiled"``: the reference math as a function compiled by ``torch.compile`` (inductor fuses it);
   the first call of each shape compiles (seconds to a minute).
 """
