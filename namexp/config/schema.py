@@ -80,6 +80,7 @@ class TrainerConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (AMP; fp16 with a gradient scaler)
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
+    keep_cpu_memory: bool = True  # CPU runs: glibc keeps freed activations for reuse (namexp/train/cpu_memory.py)
     deterministic: bool = False  # deterministic algorithms (and no cuDNN autotuning)
     log_interval: int = 50  # steps between loss read-backs (the only host syncs in the step loop)
     progress: str = "auto"  # auto (live display on a terminal, log lines otherwise) | rich | plain | none

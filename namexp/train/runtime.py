@@ -5,6 +5,7 @@ is one (in a sweep, jobs share the GPUs round-robin by job number) and the CPU o
 """
 
 import contextlib
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -15,6 +16,9 @@ import torch
 import torch.distributed as dist
 
 from namexp.errors import UserError
+from namexp.train import cpu_memory
+
+log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -78,7 +82,14 @@ def resolve_device(requested: str, d: Dist = Dist(), job_num: Optional[int] = No
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} {torch.cuda.get_device_name(device)}"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    kept = ", freed memory kept" if cpu_memory.freed_memory_kept() else ""
+    return f"cpu ({torch.get_num_threads()} threads{kept})"
+
+
+def tune_cpu_memory(keep_cpu_memory: bool, device: torch.device) -> None:
+    """On the CPU, keep freed activations for reuse instead of faulting them in every step (cpu_memory.py)."""
+    if keep_cpu_memory and device.type == "cpu" and not cpu_memory.keep_freed_memory():
+        log.info("trainer.keep_cpu_memory: not a glibc system, the C library's allocator is left as it is")
 
 
 def check_precision(precision: str, device: torch.device) -> None:
