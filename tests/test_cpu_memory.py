@@ -3,7 +3,6 @@
 Each check runs in a fresh Python process: the setting is process-wide and this test process has other runs.
 """
 
-import ctypes
 import subprocess
 import sys
 import textwrap
@@ -11,9 +10,9 @@ import textwrap
 import pytest
 
 from helpers import TINY, only_run_dir, read_record, run_subprocess
+from namexp.train.cpu_memory import glibc
 
-glibc = sys.platform.startswith("linux") and hasattr(ctypes.CDLL(None), "gnu_get_libc_version")
-needs_glibc = pytest.mark.skipif(not glibc, reason="keep_cpu_memory acts through glibc's mallopt (Linux with glibc only)")
+needs_glibc = pytest.mark.skipif(glibc() is None, reason="keep_cpu_memory acts through glibc's mallopt (Linux with glibc only)")
 
 RSS_AFTER_FREE = textwrap.dedent("""
     import os, sys, torch
