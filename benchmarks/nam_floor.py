@@ -21,26 +21,22 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
-import torch.nn.functional as F
 
+from namexp.bench import synthetic_batch, timed, train_step
 from namexp.models.attention.nam import IMPLS, NAMChannelGate
 from namexp.models.build import build_model
 from namexp.models.sites import attention_sites
 from namexp.train import cpu_memory
 
+CPU = torch.device("cpu")
+
 
 def median_ms(fn, repeats: int, warmup: int = 3) -> float:
     for _ in range(warmup):
         fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples) * 1000
+    return statistics.median(timed(CPU, fn)[0] for _ in range(repeats)) * 1000
 
 
 def site_shapes(backbone: str, batch: int, image_size: int) -> list[tuple[int, int, int, int]]:
@@ -94,19 +90,12 @@ def gate_ms(impl: str, xs: list[torch.Tensor], gs: list[torch.Tensor], repeats: 
 
 
 def step_ms(backbone: str, batch: int, image_size: int, repeats: int) -> float:
-    """One SGD training step of the backbone without attention, on a batch already in memory."""
+    """One limit-style SGD training step (namexp bench's) of the backbone without attention, batch in memory."""
     torch.manual_seed(0)
     model = build_model(backbone, "none", num_classes=100, image_size=image_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    images, labels = torch.randn(batch, 3, image_size, image_size), torch.randint(0, 100, (batch,))
-
-    def step():
-        loss = F.cross_entropy(model(images), labels)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return median_ms(step, repeats, warmup=2)
+    images, labels = synthetic_batch(batch, image_size, 100, CPU, channels_last=False)
+    return median_ms(lambda: train_step(model, optimizer, None, images, labels, "fp32", CPU), repeats, warmup=2)
 
 
 def main() -> None:

@@ -58,9 +58,7 @@ def run_eval(target: Path, overrides: List[str], which: str = "last", split: str
     path = resolve_checkpoint(target, which)
     state = load_checkpoint(path)
     cfg = config_from_checkpoint(state, overrides)
-    device = runtime.resolve_device(cfg.trainer.device)
-    runtime.check_precision(cfg.trainer.precision, device)
-    runtime.tune_cpu_memory(cfg.trainer.keep_cpu_memory, device)
+    device = runtime.device_for(cfg.trainer)
     data = build_data(cfg.data, batch_size=cfg.trainer.batch_size, eval_batch_size=cfg.trainer.eval_batch_size, device=device,
                       seed=cfg.seed, channels_last=cfg.trainer.channels_last, num_workers=cfg.trainer.num_workers,
                       limit_eval_batches=cfg.trainer.limit_eval_batches, with_train=False)

@@ -103,9 +103,7 @@ def load_run(run_dir: Path, overrides: Sequence[str] = (), which: str = "last"):
     path = resolve_checkpoint(run_dir, which)
     state = load_checkpoint(path)
     cfg = config_from_checkpoint(state, list(overrides))
-    device = runtime.resolve_device(cfg.trainer.device)
-    runtime.check_precision(cfg.trainer.precision, device)
-    runtime.tune_cpu_memory(cfg.trainer.keep_cpu_memory, device)
+    device = runtime.device_for(cfg.trainer)
     # Classes and input size from the config (build_data checks that the data agrees with them).
     model = make_model(cfg, cfg.data.num_classes, cfg.data.image_size).to(device)
     load_model_state(model, state["model"], path, f"{cfg.backbone.name}+{cfg.attention.name}")

@@ -8,9 +8,10 @@ touched: about 8 ms for each fresh 32 MiB tensor on the development machine, whe
 
 Raising the mmap threshold to 1 GiB and the trim threshold to its maximum makes glibc serve those blocks
 from its heap and keep them there once freed, so after the first step the same memory is reused without
-faults. On the 2-core development CPU this made a ResNet-18 training step 5-16 % faster and an eval forward
-of 512 images 34-44 % faster (docs/benchmarks.md, "CPU memory"). The price: the process holds on to its peak heap until it exits (its
-resident size no longer shrinks after a spike), which suits a training or evaluation process.
+faults. On the 2-core development CPU this made a ResNet-18 training step 5-16 % faster and an eval
+forward of 512 images 34-44 % faster (docs/benchmarks.md, "CPU memory"). The price: the process holds on
+to its peak heap until it exits (its resident size no longer shrinks after a spike), which suits a
+training or evaluation process.
 
 This is the same fix as preloading jemalloc or tcmalloc, which PyTorch's CPU tuning guides recommend, done
 with glibc's own ``mallopt`` so that it needs nothing installed. It is applied only to CPU runs

@@ -190,10 +190,8 @@ def open_record(cfg: RunConfig, ctx: RunContext, state: Optional[Dict[str, Any]]
 
 def set_up(cfg: RunConfig, ctx: RunContext, state: Optional[Dict[str, Any]]) -> Setup:
     d, t = ctx.dist, cfg.trainer
-    device = runtime.resolve_device(t.device, d, ctx.job_num)
-    runtime.check_precision(t.precision, device)
+    device = runtime.device_for(t, d, ctx.job_num)
     runtime.set_deterministic(t.deterministic, device)
-    runtime.tune_cpu_memory(t.keep_cpu_memory, device)
     data = build_data(cfg.data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, device=device, seed=cfg.seed,
                       rank=d.rank, world_size=d.world_size, channels_last=t.channels_last, num_workers=t.num_workers,
                       limit_train_batches=t.limit_train_batches, limit_eval_batches=t.limit_eval_batches)

@@ -86,6 +86,15 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads{kept})"
 
 
+def device_for(trainer, d: Dist = Dist(), job_num: Optional[int] = None) -> torch.device:
+    """The device a command computes on, from its ``trainer`` config: resolved, its precision checked, and on
+    the CPU the allocator tuned (train, eval, analyze and bench all start here)."""
+    device = resolve_device(trainer.device, d, job_num)
+    check_precision(trainer.precision, device)
+    tune_cpu_memory(trainer.keep_cpu_memory, device)
+    return device
+
+
 def tune_cpu_memory(keep_cpu_memory: bool, device: torch.device) -> None:
     """On the CPU, keep freed activations for reuse instead of faulting them in every step (cpu_memory.py)."""
     if keep_cpu_memory and device.type == "cpu" and not cpu_memory.keep_freed_memory():
