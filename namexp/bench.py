@@ -311,7 +311,7 @@ def _measure(run, attention_runs, opts: BenchOptions, tmp: Path, status: Console
 
         def namexp_run(_: int) -> int:
             sums = EpochSums.zeros(device)
-            train_epoch(run, ctx, s, next(epoch_counter), 0, sums, stop, progress, save_partial=lambda *a: None)
+            train_epoch(run, ctx, s, next(epoch_counter), stop, progress, save_partial=lambda *a: None)
             return sums.seen
 
         # ---- 3. reference

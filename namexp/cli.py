@@ -46,7 +46,7 @@ def evaluate(
     split: str = typer.Option("test", "--split", help="test, or val when the run held out a validation split."),
 ) -> None:
     """Evaluate a checkpoint with its own config: loss, top-1/top-5 error, params, FLOPs, latency."""
-    from namexp.evaluate import run_eval
+    from namexp.evaluation.command import run_eval
 
     _exit(run_eval(target, ctx.args, which=checkpoint, split=split))
 

@@ -14,7 +14,3 @@ class UserError(Exception):
     def __init__(self, message: str):
         # Keep it to one line: the CLI prints it as is.
         super().__init__(" ".join(str(message).split()))
-
-
-class NotImplementedFeature(UserError):
-    """A documented option whose implementation does not exist (yet)."""

@@ -266,7 +266,7 @@ def trained_looking_model(attention: str, options: dict | None = None) -> torch.
 def test_sites_gates_and_exact_zero_ratio_for_other_attentions(attention, rankings, parts):
     from namexp.analysis.masking import StudyPlan, available_rankings, run_study
     from namexp.analysis.weights import gate_means, layer_stats
-    from namexp.train.loop import evaluate
+    from namexp.evaluation.metrics import split_metrics as evaluate
 
     model = trained_looking_model(attention)
     sites = block_sites(model)
@@ -313,7 +313,7 @@ def test_gate_recording_leaves_the_evaluation_bit_exact_under_bf16(impl):
     unmasked error of a fused-gate run by 0.09 points away from its own 0 % masking point.)
     """
     from namexp.analysis.weights import GateRecorder
-    from namexp.train.loop import evaluate
+    from namexp.evaluation.metrics import split_metrics as evaluate
 
     model = trained_looking_model("nam_full", {"impl": impl})
     sites = block_sites(model)

@@ -62,7 +62,7 @@ def test_sigterm_to_a_ddp_run_leaves_a_resumable_checkpoint(tmp_path, cifar100_r
     record = read_record(run)
     assert record["status"] == "interrupted", output
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert state["epoch"] >= 1
+    assert state["state"]["epochs_done"] >= 1
 
     proc = torchrun(["train", "--resume", str(run)], tmp_path)
     output, _ = proc.communicate(timeout=600)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from namexp.files import write_atomic, write_text_atomic
-from namexp.train.checkpoint import load_checkpoint, save_atomic
+from namexp.run.checkpoint import load_checkpoint, save_atomic
 
 
 @pytest.fixture

@@ -189,7 +189,7 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(sig, reference_run
         record = read_record(run)
         assert record["status"] == "interrupted"
         state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-        assert state["step"] > 0 or len(record["epochs"]) > 1  # mid-epoch checkpoint (unless it ended an epoch)
+        assert state["state"]["step"] > 0 or len(record["epochs"]) > 1  # mid-epoch checkpoint (unless it ended an epoch)
     else:
         assert code == -signal.SIGKILL
         torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # the last completed checkpoint is intact
@@ -212,7 +212,7 @@ def test_a_truncated_last_checkpoint_is_refused_and_the_previous_one_resumes(tmp
     result = run_inproc(["train", "--resume", str(run), "trainer.epochs=3"], capsys)
     assert result.code == 2
     assert "truncated or corrupt" in result.err and "previous.pt is intact" in result.err and "Traceback" not in result.err
-    assert torch.load(previous, weights_only=True)["epoch"] == 1
+    assert torch.load(previous, weights_only=True)["state"]["epochs_done"] == 1
     last.rename(last.with_suffix(".pt.bad"))
     result = run_inproc(["train", "--resume", str(run), "trainer.epochs=3"], capsys)
     assert result.code == 0, result.err

@@ -84,42 +84,22 @@ def parse_rankings(text: Optional[str]) -> Optional[list[str]]:
 
 
 def load_run(run_dir: Path, overrides: Sequence[str] = (), which: str = "last"):
-    """(cfg, state, checkpoint path, device, model on device in eval mode) of a run folder's checkpoint."""
-    import torch
-
-    from namexp.evaluate import config_from_checkpoint, resolve_checkpoint
-    from namexp.train import runtime
-    from namexp.train.build import make_model
-    from namexp.train.checkpoint import load_checkpoint, load_model_state
+    """(cfg, checkpoint payload, checkpoint path, device, model on device in eval mode) of a run folder."""
+    from namexp.run.load import load_run as load_checkpointed_run
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.exists():
         raise UserError(f"run folder {run_dir} does not exist: give a run folder (holding record.json and checkpoints/)")
     if not run_dir.is_dir():
         raise UserError(f"{run_dir} is not a folder: give the run folder (analyze writes into its analysis/), not a file")
-    bad = [o for o in overrides if "=" not in o]
-    if bad:
-        raise UserError(f"cannot read the overrides {' '.join(bad)}: give them as key=value (e.g. data.root=/data)")
-    path = resolve_checkpoint(run_dir, which)
-    state = load_checkpoint(path)
-    cfg = config_from_checkpoint(state, list(overrides))
-    device = runtime.device_for(cfg.trainer)
-    # Classes and input size from the config (build_data checks that the data agrees with them).
-    model = make_model(cfg, cfg.data.num_classes, cfg.data.image_size).to(device)
-    load_model_state(model, state["model"], path, f"{cfg.backbone.name}+{cfg.attention.name}")
-    if cfg.trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.eval()
-    return cfg, state, path, device, model
+    run = load_checkpointed_run(run_dir, list(overrides), which)
+    return run.cfg, run.payload, run.checkpoint, run.device, run.model
 
 
 def load_data(cfg, device, with_train: bool):
-    from namexp.data import build_data
+    from namexp.train.build import make_data
 
-    t = cfg.trainer
-    return build_data(cfg.data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, device=device, seed=cfg.seed,
-                      channels_last=t.channels_last, num_workers=t.num_workers, limit_train_batches=t.limit_train_batches,
-                      limit_eval_batches=t.limit_eval_batches, with_train=with_train)
+    return make_data(cfg, device, with_train=with_train)
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -246,7 +226,7 @@ def run_analyze(
     from namexp.analysis.masking import (FinetuneRecipe, StudyPlan, available_rankings, block_sites, check_rankings,
                                          run_study)
     from namexp.train import runtime
-    from namexp.train.loop import evaluate
+    from namexp.evaluation.metrics import split_metrics
     from namexp.train.penalty import SparsityPenalty
 
     run_dir = Path(run_dir).expanduser()
@@ -265,13 +245,13 @@ def run_analyze(
     data = load_data(cfg, dev, with_train=do_finetune)
 
     say = lambda text: err_console.print(text, markup=False, highlight=False)  # noqa: E731
-    say(f"analyzing {path} ({cfg.backbone.name} + {cfg.attention.name}, epoch {state['epoch']}) on "
+    say(f"analyzing {path} ({cfg.backbone.name} + {cfg.attention.name}, epoch {state['state']['epochs_done']}) on "
         f"{runtime.describe_device(dev)}: {len(sites)} sites, {sum(s.channels for s in sites)} channels, rankings {', '.join(chosen)}")
 
     # Unmasked evaluation, with the gate means read on the way (no masks, no change to the model).
     recorder = wts.GateRecorder(sites)
     with recorder.attached():
-        unmasked = evaluate(model, data.test, cfg.trainer.precision, dev)
+        unmasked = split_metrics(model, data.test, cfg.trainer.precision, dev)
     gates = recorder.means()
     say(f"unmasked: top-1 err {unmasked['top1_err']:.2f}% on {int(unmasked['images'])} test images")
     layers = wts.layer_stats(sites, threshold_list, gates)
@@ -297,7 +277,7 @@ def run_analyze(
         "run_dir": str(run_dir.resolve()),
         "checkpoint": str(path.resolve()),
         "checkpoint_which": which,
-        "epoch": int(state["epoch"]),
+        "epoch": int(state["state"]["epochs_done"]),
         "backbone": cfg.backbone.name, "attention": cfg.attention.name, "data": cfg.data.name,
         "seed": cfg.seed, "sparsity": SparsityPenalty(model, cfg.sparsity, cfg.sparsity_mode).weight,  # effective, as the record
         "config": {

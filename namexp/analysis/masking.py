@@ -32,7 +32,7 @@ from namexp.errors import UserError
 from namexp.models.attention import NAMModule
 from namexp.models.sites import SITE_SPECS_ATTR
 from namexp.train import runtime
-from namexp.train.loop import evaluate
+from namexp.evaluation.metrics import split_metrics
 from namexp.train.step import training_step
 
 RANKINGS = ("nam", "bn", "random")
@@ -155,7 +155,7 @@ def masks_applied(model: nn.Module, masks: dict[str, Tensor]):
 
 def evaluate_masked(model: nn.Module, masks: dict[str, Tensor], loader, precision: str, device: torch.device) -> dict:
     with masks_applied(model, masks):
-        return evaluate(model, loader, precision, device)
+        return split_metrics(model, loader, precision, device)
 
 
 @dataclass

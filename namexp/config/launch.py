@@ -8,7 +8,6 @@ but keeps the return values and the exceptions, so that it can check things firs
 
 import contextlib
 import copy
-import os
 from pathlib import Path
 from typing import Iterator, List, Sequence, Tuple
 
@@ -133,41 +132,6 @@ def sweep_values(overrides: Sequence[str]) -> List[str]:
     return [o.input_line for o in parse_overrides(overrides) if o.is_sweep_override()]
 
 
-CLAIM_FILE = ".namexp-run"  # created exclusively by the run that owns the folder
-
-
-def holds_run(folder: Path) -> bool:
-    return any((folder / name).exists() for name in (CLAIM_FILE, "record.json", ".hydra", "checkpoints"))
-
-
-def claim_run_dir(run_dir: Path, explicit: bool) -> Path:
-    """Create and claim the run folder, never sharing or reusing one that holds a run.
-
-    The claim is an exclusively created file (atomic), so two runs started in the same microsecond
-    cannot share a folder: with a generated name the second takes the next free suffix; a folder the
-    user named is an error.
-    """
-    candidate, n = run_dir, 0
-    while True:
-        if holds_run(candidate):
-            if explicit:
-                raise UserError(f"{candidate} already holds a run: continue it with --resume {candidate}, "
-                                "or choose another folder (hydra.run.dir=...)")
-            n += 1
-            candidate = run_dir.with_name(f"{run_dir.name}-{n}")
-            continue
-        try:
-            candidate.mkdir(parents=True, exist_ok=True)
-            try:
-                os.close(os.open(candidate / CLAIM_FILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # os.open's default is 0o777
-            except FileExistsError:
-                continue  # another run claimed it between our check and our claim: look again
-            return candidate
-        except OSError as exc:
-            raise UserError(f"cannot write to {candidate} ({exc.strerror}): choose a writable folder with "
-                            "hydra.run.dir=... or the NAMEXP_RUNS environment variable") from None
-
-
 def resolve_dir(cfg: DictConfig, key: str) -> Path:
     value = OmegaConf.select(cfg, key)
     return Path(str(value)).expanduser().absolute()
@@ -175,24 +139,3 @@ def resolve_dir(cfg: DictConfig, key: str) -> Path:
 
 def explicit_override(overrides: Sequence[str], key: str) -> bool:
     return any(o.split("=", 1)[0].lstrip("+~") == key for o in overrides)
-
-
-def load_saved_overrides(run_or_sweep: Path) -> Tuple[List[str], bool]:
-    """The task overrides a run (or sweep) was started with, and whether it is a sweep."""
-    run_overrides = run_or_sweep / ".hydra" / "overrides.yaml"
-    sweep_file = run_or_sweep / "multirun.yaml"
-    if run_overrides.is_file():
-        saved = OmegaConf.load(run_overrides)
-        return [str(o) for o in saved if not str(o).startswith("trainer.resume=")], False
-    if sweep_file.is_file():
-        saved = OmegaConf.load(sweep_file)
-        task = OmegaConf.select(saved, "hydra.overrides.task") or []
-        return [str(o) for o in task if not str(o).startswith("trainer.resume=")], True
-    if not run_or_sweep.exists():
-        raise UserError(f"cannot resume {run_or_sweep}: the folder does not exist")
-    raise UserError(
-        f"cannot resume {run_or_sweep}: it holds no run (.hydra/overrides.yaml) or sweep (multirun.yaml); "
-        "point --resume at a run folder or a sweep folder"
-    )
-
-

@@ -86,7 +86,6 @@ class TrainerConfig:
     progress: str = "auto"  # auto (live display on a terminal, log lines otherwise) | rich | plain | none
     num_workers: int = 4  # host DataLoader workers (imagefolder, on_device=false)
     sync_bn: bool = False  # SyncBatchNorm under DDP
-    resume: bool = False  # continue the run already in the output folder (set by --resume)
     # Stop each epoch after this many batches (0 = all); for smoke tests.
     limit_train_batches: int = 0
     limit_eval_batches: int = 0

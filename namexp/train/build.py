@@ -7,7 +7,9 @@ from typing import Any, Dict
 import torch
 
 from namexp.config.schema import OptimConfig, RunConfig, SchedConfig
+from namexp.data import DataBundle, build_data
 from namexp.models import build_model
+from namexp.train.runtime import Dist
 
 
 def make_model(cfg: RunConfig, num_classes: int, image_size: int) -> torch.nn.Module:
@@ -61,3 +63,12 @@ class LRSchedule:
 
 def config_dict(cfg: RunConfig) -> Dict[str, Any]:
     return asdict(cfg)
+
+
+def make_data(cfg: RunConfig, device: torch.device, d: Dist = Dist(), with_train: bool = True) -> DataBundle:
+    """The run's data on `device` (this rank's shard of the training set under DDP)."""
+    t = cfg.trainer
+    return build_data(cfg.data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, device=device,
+                      seed=cfg.seed, rank=d.rank, world_size=d.world_size, channels_last=t.channels_last,
+                      num_workers=t.num_workers, limit_train_batches=t.limit_train_batches,
+                      limit_eval_batches=t.limit_eval_batches, with_train=with_train)

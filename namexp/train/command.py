@@ -8,6 +8,7 @@ Under torchrun every rank runs this; rank 0 picks the run folder and tells the o
 """
 
 import contextlib
+import functools
 import logging
 import shutil
 from pathlib import Path
@@ -19,6 +20,9 @@ from omegaconf import OmegaConf
 from namexp.config import launch
 from namexp.config.validate import to_run_config
 from namexp.errors import UserError
+from namexp.run import claim
+from namexp.run.layout import RunFolder
+from namexp.run.load import saved_overrides
 from namexp.train.runtime import dist_from_env, init_process_group, resolve_device
 from namexp.train.signals import Interrupted
 from namexp.train.task import train_task
@@ -31,7 +35,7 @@ def run_train(overrides: List[str], multirun: bool = False, resume: Optional[Pat
     overrides = list(overrides)
     if resume is not None:
         resume = resume.expanduser().absolute()
-        saved, is_sweep = launch.load_saved_overrides(resume)
+        saved, is_sweep = saved_overrides(resume)
         overrides = saved + overrides
         multirun = multirun or is_sweep
     with launch.hydra_app("train") as app:
@@ -55,11 +59,11 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
     resolve_device(run_cfg.trainer.device, d)  # no CUDA here: say so before a run folder exists
     if resume is not None:
         run_dir = resume
-        overrides = overrides + ["trainer.resume=true", "hydra.output_subdir=null"]  # keep the run's own .hydra
+        overrides = overrides + ["hydra.output_subdir=null"]  # keep the run's own .hydra
     elif d.is_main:
         wanted = launch.resolve_dir(cfg, "hydra.run.dir")
         new_folders = [p for p in (wanted, *wanted.parents) if not p.exists()]
-        run_dir = launch.claim_run_dir(wanted, explicit=launch.explicit_override(overrides, "hydra.run.dir"))
+        run_dir = claim.claim_run_dir(wanted, explicit=launch.explicit_override(overrides, "hydra.run.dir"))
     else:
         run_dir = None
     if d.enabled:
@@ -69,7 +73,8 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
                                      "hydra.job_logging.root.level=WARNING"]
     overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
     try:  # Hydra.run re-raises the job's exception
-        result = app.run(launch.CONFIG_NAME, train_task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"]).return_value
+        task = functools.partial(train_task, resume=resume is not None)
+        result = app.run(launch.CONFIG_NAME, task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"]).return_value
     except UserError as exc:
         from namexp.train.loop import Diverged
 
@@ -91,12 +96,13 @@ def _discard_unstarted_run(run_dir: Path, new_folders: List[Path]) -> None:
     Only what this run wrote is removed (and the folders it created, if left empty), so a folder the
     user named keeps anything else it held.
     """
-    if any((run_dir / "checkpoints").glob("*.pt")):
+    folder = RunFolder(run_dir)
+    if any(folder.checkpoints.glob("*.pt")):
         return
-    for name in ("record.json", "metrics.csv", "train.log", launch.CLAIM_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    for name in ("tb", ".hydra", "checkpoints"):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for path in (folder.record, folder.metrics, folder.log, folder.claim):
+        path.unlink(missing_ok=True)
+    for path in (folder.tensorboard, folder.hydra, folder.checkpoints):
+        shutil.rmtree(path, ignore_errors=True)
     for folder in [run_dir, *new_folders]:
         with contextlib.suppress(OSError):
             folder.rmdir()  # only when nothing else is left
@@ -124,7 +130,7 @@ def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
         sweep_dir = resume
     else:
         sweep_dir = launch.resolve_dir(cfg, "hydra.sweep.dir")
-        if (sweep_dir / "multirun.yaml").exists():
+        if claim.holds_sweep(sweep_dir):
             raise UserError(f"{sweep_dir} already holds a sweep: continue it with --resume {sweep_dir}, or choose another hydra.sweep.dir")
     overrides = [o for o in overrides if not o.startswith("hydra.sweep.dir=")]
     log.info("sweep of %d jobs into %s", len(jobs), sweep_dir)
@@ -165,11 +171,11 @@ def _sweep_report(sweep_dir: Path, n_jobs: int, failure: Optional[BaseException]
 
 
 def _job_statuses(sweep_dir: Path) -> Dict[str, str]:
-    from namexp.train.record import read_record
+    from namexp.run.record import read_record
 
     statuses = {}
     for child in sweep_dir.iterdir() if sweep_dir.is_dir() else []:
-        if child.is_dir() and (child / ".hydra").is_dir():
+        if child.is_dir() and RunFolder(child).hydra.is_dir():
             record = read_record(child)
             statuses[child.name] = record.get("status", "unknown") if record else "failed before training"
     return statuses

@@ -18,7 +18,8 @@ from namexp.train.runtime import dist_from_env
 log = logging.getLogger("namexp")
 
 
-def train_task(cfg: DictConfig) -> Dict[str, Any]:
+def train_task(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
+    """One run; `resume` (from --resume, bound with functools.partial) continues the folder's checkpoint."""
     from namexp.train.loop import RunContext, train  # torch is imported in the job, not at CLI start-up
 
     hydra_cfg = HydraConfig.get()
@@ -30,10 +31,10 @@ def train_task(cfg: DictConfig) -> Dict[str, Any]:
     ctx = RunContext(
         run_dir=Path(hydra_cfg.runtime.output_dir),
         choices=choices,
-        overrides=[o for o in hydra_cfg.overrides.task if not o.startswith("trainer.resume=")],
-        # A sweep job finds its folder taken only when it is re-run: a requeue after preemption, or
-        # `--resume SWEEP`. Either way it continues (or skips, if it completed).
-        resume_allowed=run_cfg.trainer.resume or multirun,
+        overrides=list(hydra_cfg.overrides.task),
+        # A sweep job finds a checkpoint in its folder only when it is re-run: a requeue after preemption,
+        # or `--resume SWEEP`. Either way it continues (or skips, if it completed).
+        resume=resume or multirun,
         job_num=hydra_cfg.job.num if multirun else None,
         dist=dist_from_env(),
     )
