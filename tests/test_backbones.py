@@ -10,7 +10,6 @@ from torch import nn
 from namexp.errors import UserError
 from namexp.models import attention_names, attention_sites, backbone_names, build_model
 from namexp.models.attention import NoAttention
-from namexp.models.backbones.cifar_resnet import resnet20
 
 BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet20", "resnet56", "mobilenetv2"]
 
@@ -98,8 +97,6 @@ def test_cifar_resnet_parameter_counts():
     # Option A shortcuts are parameter-free: the paper's 0.27M / 0.85M.
     assert n_params(build_model("resnet20", num_classes=10, image_size=32)) == 269_722
     assert n_params(build_model("resnet56", num_classes=10, image_size=32)) == 853_018
-    # 272,474 is ResNet-20 with 1x1 conv + BN projections (option B) on the two widening blocks.
-    assert n_params(resnet20(num_classes=10, shortcut="B")) == 272_474
 
 
 # --- attention sites -------------------------------------------------------------------------------------
