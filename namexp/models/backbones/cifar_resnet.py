@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from namexp.errors import UserError
+from namexp.models.attention import AttentionLayer, NoAttention
 from namexp.models.sites import SiteSpec
 
 from ._common import build_config, conv_out, init_backbone_weights, stage_slots
@@ -48,14 +48,10 @@ class CifarResNet(nn.Module):
         *,
         num_classes: int,
         image_size: int = 32,
-        attention: str = "none",
-        attention_options: dict | None = None,
+        attn_layer: AttentionLayer = NoAttention,
     ):
         super().__init__()
-        self.build_config = build_config(
-            stem="cifar", image_size=image_size, num_classes=num_classes, attention=attention,
-            attention_options=attention_options,
-        )
+        self.build_config = build_config(attn_layer, stem="cifar", image_size=image_size, num_classes=num_classes)
         self.conv1 = conv3x3(3, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
@@ -66,15 +62,14 @@ class CifarResNet(nn.Module):
         for index, (planes, stride) in enumerate(zip((16, 32, 64), (1, 2, 2)), start=1):
             name = f"layer{index}"
             size = conv_out(size, stride)
-            kwargs = dict(attention=attention, attention_options=attention_options, spatial_size=(size, size))
+            kwargs = dict(attn_layer=attn_layer, spatial_size=(size, size))
             downsample = ShortcutA(inplanes, planes, stride) if stride != 1 or inplanes != planes else None
             layers = [BasicBlock(inplanes, planes, stride, downsample, **kwargs)]
             layers += [BasicBlock(planes, planes, **kwargs) for _ in range(1, blocks_per_stage)]
             setattr(self, name, nn.Sequential(*layers))
             inplanes = planes
             modules, specs = stage_slots(
-                self.STAGE_SLOTS, name, planes, (size, size), attention, attention_options,
-                describe=describe_stage_slot,
+                self.STAGE_SLOTS, name, planes, (size, size), attn_layer, describe=describe_stage_slot
             )
             stage_attention.update(modules)
             self.attention_site_specs += specs
@@ -94,23 +89,21 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
-def _check_cifar_stem(name: str, stem: str) -> None:
+def _check_cifar_stem(name: str, stem: str, image_size: int) -> None:
     if stem not in ("auto", "cifar"):
-        raise UserError(
-            f"{name} is a CIFAR network and has no {stem!r} stem: set backbone.stem=cifar (or auto), "
-            f"or use resnet18/34/50 for an ImageNet stem"
+        raise ValueError(
+            f"{name} is a CIFAR network and has no {stem!r} stem (asked for {image_size}x{image_size} inputs): "
+            f"use the cifar stem, or resnet18/34/50 for an ImageNet stem"
         )
 
 
-def resnet20(*, num_classes: int, image_size: int = 32, stem: str = "cifar", attention: str = "none",
-             attention_options: dict | None = None) -> CifarResNet:
-    _check_cifar_stem("resnet20", stem)
-    return CifarResNet(3, num_classes=num_classes, image_size=image_size, attention=attention,
-                       attention_options=attention_options)
+def resnet20(*, num_classes: int, image_size: int = 32, stem: str = "cifar",
+             attn_layer: AttentionLayer = NoAttention) -> CifarResNet:
+    _check_cifar_stem("resnet20", stem, image_size)
+    return CifarResNet(3, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)
 
 
-def resnet56(*, num_classes: int, image_size: int = 32, stem: str = "cifar", attention: str = "none",
-             attention_options: dict | None = None) -> CifarResNet:
-    _check_cifar_stem("resnet56", stem)
-    return CifarResNet(9, num_classes=num_classes, image_size=image_size, attention=attention,
-                       attention_options=attention_options)
+def resnet56(*, num_classes: int, image_size: int = 32, stem: str = "cifar",
+             attn_layer: AttentionLayer = NoAttention) -> CifarResNet:
+    _check_cifar_stem("resnet56", stem, image_size)
+    return CifarResNet(9, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)
