@@ -7,14 +7,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from namexp.errors import UserError
 from namexp.models.attention import (
     ATTENTION_REGISTRY,
     NAMModule,
+    attention_layer,
     attention_names,
+    attention_option_names,
     create_attention,
     eca_kernel_size,
     get_attention_class,
+    layer_class,
+    layer_options,
     nam_modules,
 )
 
@@ -54,6 +57,22 @@ def test_none_is_an_identity():
     assert module(x) is x
 
 
+def test_every_option_has_a_check():
+    for name, cls in ATTENTION_REGISTRY.items():
+        assert set(cls.option_checks) == set(attention_option_names(name)), name
+
+
+def test_attention_layer_is_a_checked_constructor():
+    layer = attention_layer("se", {"reduction": 4})
+    assert layer_class(layer) is get_attention_class("se") and layer_options(layer) == {"reduction": 4}
+    assert layer(64).fc1.out_channels == 16  # reduction 4 reaches the module
+    with pytest.raises(ValueError, match="reduction=0 must be a positive integer"):
+        attention_layer("se", {"reduction": 0})
+    # A bare class works as a layer too (no options).
+    assert layer_class(get_attention_class("cbam")).placement == "block"
+    assert layer_options(get_attention_class("cbam")) == {}
+
+
 def test_half_scales_by_one_half_without_parameters():
     module = create_attention("half", 16)
     x = torch.randn(2, 16, 4, 4)
@@ -65,24 +84,24 @@ def test_half_scales_by_one_half_without_parameters():
 
 
 def test_unknown_attention_lists_the_valid_names():
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         create_attention("nma", 16)
     message = str(info.value)
     assert "'nma'" in message and "\n" not in message
     assert all(name in message for name in EXPECTED_NAMES)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         get_attention_class("NAM")
 
 
 def test_unknown_option_names_it_and_the_valid_ones():
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         create_attention("se", 16, ratio=8)
     message = str(info.value)
     assert "'ratio'" in message and "reduction" in message and "\n" not in message
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         create_attention("nam", 16, reduction=16)
     assert "abs_weights" in str(info.value) and "detach_weights" in str(info.value)
-    with pytest.raises(UserError, match="no options"):
+    with pytest.raises(ValueError, match="no options"):
         create_attention("none", 16, reduction=16)
 
 
@@ -98,25 +117,25 @@ def test_unknown_option_names_it_and_the_valid_ones():
         ("nonlocal", {"subsample": 1}),
     ],
 )
-def test_bad_option_values_raise_user_error(name, options):
-    with pytest.raises(UserError):
+def test_bad_option_values_raise_value_error(name, options):
+    with pytest.raises(ValueError):
         create_attention(name, 32, spatial_size=(4, 4), **options)
 
 
 def test_nam_spatial_needs_spatial_size():
     for name in ("nam_spatial", "nam_full"):
-        with pytest.raises(UserError, match="spatial_size"):
+        with pytest.raises(ValueError, match="spatial_size"):
             create_attention(name, 16)
 
 
 def test_nam_spatial_rejects_another_input_size():
     module = create_attention("nam_spatial", 16, spatial_size=(8, 8))
     module(torch.randn(2, 16, 8, 8))  # the built size works
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         module(torch.randn(2, 16, 16, 16))
     message = str(info.value)
     assert "8x8" in message and "16x16" in message and "image_size" in message and "\n" not in message
-    with pytest.raises(UserError, match="nam_full was built for 8x8"):
+    with pytest.raises(ValueError, match="nam_full was built for 8x8"):
         create_attention("nam_full", 16, spatial_size=(8, 8))(torch.randn(2, 16, 8, 4))
 
 

@@ -7,10 +7,9 @@ import torch
 import torchvision
 from torch import nn
 
-from namexp.errors import UserError
+from helpers import run_inproc
 from namexp.models import attention_names, attention_sites, backbone_names, build_model
 from namexp.models.attention import NoAttention
-from namexp.models.backbones.cifar_resnet import resnet20
 
 BACKBONES = ["resnet18", "resnet34", "resnet50", "resnet20", "resnet56", "mobilenetv2"]
 
@@ -98,8 +97,6 @@ def test_cifar_resnet_parameter_counts():
     # Option A shortcuts are parameter-free: the paper's 0.27M / 0.85M.
     assert n_params(build_model("resnet20", num_classes=10, image_size=32)) == 269_722
     assert n_params(build_model("resnet56", num_classes=10, image_size=32)) == 853_018
-    # 272,474 is ResNet-20 with 1x1 conv + BN projections (option B) on the two widening blocks.
-    assert n_params(resnet20(num_classes=10, shortcut="B")) == 272_474
 
 
 # --- attention sites -------------------------------------------------------------------------------------
@@ -215,30 +212,30 @@ def test_backbone_init_leaves_attention_init_alone():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         build_model("resnet19", num_classes=10, image_size=32)
     assert all(name in str(info.value) for name in BACKBONES)
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         build_model("resnet18", "cbma", num_classes=10, image_size=32)
     assert all(name in str(info.value) for name in attention_names())
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         build_model("resnet18", num_classes=10, image_size=32, stem="tiny")
     assert all(name in str(info.value) for name in ("auto", "cifar", "imagenet"))
-    with pytest.raises(UserError) as info:
+    with pytest.raises(ValueError) as info:
         build_model("resnet18", "se", num_classes=10, image_size=32, attention_options={"ratio": 4})
     assert "'ratio'" in str(info.value) and "reduction" in str(info.value)
-    with pytest.raises(UserError):
+    with pytest.raises(ValueError):
         build_model("resnet18", "none", num_classes=10, image_size=32, attention_options={"reduction": 4})
 
 
 def test_backbone_specific_errors():
-    with pytest.raises(UserError, match="CIFAR network"):
+    with pytest.raises(ValueError, match="CIFAR network"):
         build_model("resnet20", num_classes=10, image_size=32, stem="imagenet")
-    with pytest.raises(UserError, match="CIFAR network"):
+    with pytest.raises(ValueError, match="CIFAR network"):
         build_model("resnet56", num_classes=10, image_size=224)  # auto picks the ImageNet stem above 64 px
-    with pytest.raises(UserError, match="mobilenetv2 only"):
+    with pytest.raises(ValueError, match="mobilenetv2 only"):
         build_model("resnet18", num_classes=10, image_size=32, width_mult=0.5)
-    with pytest.raises(UserError, match="num_classes"):
+    with pytest.raises(ValueError, match="num_classes"):
         build_model("resnet18", num_classes=0, image_size=32)
 
 
@@ -253,5 +250,23 @@ def test_auto_stem_and_options_reach_the_modules():
 
 def test_nam_spatial_model_rejects_another_image_size():
     model = build_model("resnet20", "nam_spatial", num_classes=10, image_size=32)
-    with pytest.raises(UserError, match="32x32 feature maps but got 16x16"):
+    with pytest.raises(ValueError, match="32x32 feature maps but got 16x16"):
         model(torch.randn(2, 3, 16, 16))
+
+
+# --- the same mistakes in a config: one line that names the key ------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["backbone=resnet18", "backbone.width_mult=0.5"], ["backbone.width_mult=0.5", "mobilenetv2 only"]),
+    (["backbone=resnet20", "backbone.stem=imagenet"], ["CIFAR network", "backbone.stem=imagenet"]),
+    (["attention=se", "++attention.options.ratio=4"], ["'ratio'", "reduction", "attention.options.ratio"]),
+    (["attention=cbam", "++attention.options.kernel_size=4"],
+     ["kernel_size=4", "3 or 5", "attention.options.kernel_size"]),
+])
+def test_config_mistakes_name_the_config_key(overrides, words, capsys):
+    result = run_inproc(["info", "data=synthetic", *overrides], capsys)
+    assert result.code == 2
+    message = result.err.strip().splitlines()
+    assert len(message) == 1 and message[0].startswith("error: "), result.err
+    assert all(word in message[0] for word in words), message[0]

@@ -12,7 +12,6 @@ from torch import nn
 from helpers import run_inproc
 from namexp.config import launch
 from namexp.config.validate import to_run_config
-from namexp.errors import UserError
 from namexp.models import build_model
 from namexp.models.attention import create_attention, nam
 from namexp.models.attention.nam_fused import NAMGateFunction
@@ -207,7 +206,7 @@ def test_impl_is_reachable_from_the_config(attention, impl):
 
 
 def test_bad_impl_is_a_user_error_listing_the_valid_values(capsys):
-    with pytest.raises(UserError, match="impl='fast' is not one of reference, fused, compiled"):
+    with pytest.raises(ValueError, match="impl='fast' is not one of reference, fused, compiled"):
         create_attention("nam", 8, impl="fast")
     result = run_inproc(["info", "backbone=resnet20", "data=synthetic", "++attention.options.impl=fast"], capsys)
     assert result.code == 2

@@ -134,7 +134,7 @@ def test_spatial_nam_fed_the_wrong_input_size_says_how_to_fix_it():
     from namexp.models import build_model
 
     model = build_model("resnet20", "nam_spatial", num_classes=10, image_size=32)
-    with pytest.raises(UserError, match=r"built for 32x32 feature maps but got 64x64.*data.image_size"):
+    with pytest.raises(ValueError, match=r"built for 32x32 feature maps but got 64x64.*image_size"):
         model(torch.zeros(2, 3, 64, 64))
 
 

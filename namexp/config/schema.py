@@ -50,7 +50,8 @@ class BackboneConfig:
 @dataclass
 class AttentionConfig:
     name: str = MISSING  # none | nam | nam_spatial | nam_full | se | cbam | bam | tam | eca | nonlocal | half
-    # Keyword options of the module (e.g. NAM's abs_weights/detach_weights); checked by the module.
+    # Keyword options of the module (e.g. NAM's abs_weights/detach_weights); names and values are checked
+    # against the module's option_checks in config/validate.py before a run starts.
     options: Dict[str, Any] = field(default_factory=dict)
 
 

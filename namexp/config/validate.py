@@ -1,9 +1,13 @@
 """Checks a composed config beyond what its types can say, and turns it into a typed `RunConfig`.
 
-Every failure is a `UserError` whose one line names the key, the bad value and what would be valid.
+Every failure is a `UserError` whose one line names the key, the bad value and what would be valid. This is
+where each config value is checked; the model code it feeds raises plain `ValueError`s naming its arguments.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Collection
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,7 +20,6 @@ SCHEDULES = ("multistep", "cosine", "constant")
 PRECISIONS = ("fp32", "bf16", "fp16")
 PROGRESS = ("auto", "rich", "plain", "none")
 SPARSITY_MODES = ("loss", "subgradient")
-STEMS = ("auto", "cifar", "imagenet")
 AUGMENTS = ("crop_flip", "flip", "none", "resized_crop")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -30,12 +33,12 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     return run
 
 
-def _choice(key: str, value: str, valid) -> None:
+def _choice(key: str, value: str, valid: Collection[str]) -> None:
     if value not in valid:
         raise UserError(f"{key}={value} is not valid: choose one of {', '.join(valid)}")
 
 
-def _at_least(key: str, value, minimum, strict: bool = False) -> None:
+def _at_least(key: str, value: float, minimum: float, strict: bool = False) -> None:
     if value < minimum or (strict and value == minimum):
         bound = f"> {minimum}" if strict else f">= {minimum}"
         raise UserError(f"{key}={value} is out of range: it must be {bound}")
@@ -44,7 +47,7 @@ def _at_least(key: str, value, minimum, strict: bool = False) -> None:
 def validate(run: RunConfig) -> None:
     # Imported here: the model registries pull in torch, which `namexp --help` should not pay for.
     from namexp.models.attention import attention_names
-    from namexp.models.backbones import backbone_names
+    from namexp.models.backbones import STEMS, backbone_names
 
     d, t, o, s = run.data, run.trainer, run.optim, run.sched
     _choice("data.name", d.name, DATASETS)
@@ -84,6 +87,7 @@ def validate(run: RunConfig) -> None:
     _at_least("data.synthetic_train_size", d.synthetic_train_size, 1)
     _at_least("data.synthetic_test_size", d.synthetic_test_size, 1)
     _at_least("backbone.width_mult", run.backbone.width_mult, 0.0, strict=True)
+    _validate_model(run)
     if len(d.mean) != 3 or len(d.std) != 3:
         raise UserError("data.mean and data.std need 3 values each (one per RGB channel)")
     if min(d.std) <= 0:
@@ -93,3 +97,28 @@ def validate(run: RunConfig) -> None:
             f"data.val_split={d.val_split} is not smaller than data.train_subset={d.train_subset}: "
             "hold out fewer images for validation"
         )
+
+
+def _validate_model(run: RunConfig) -> None:
+    """What `build_model` would refuse, said with the config keys: backbone fit and attention options."""
+    from namexp.models.attention import attention_option_names, check_attention_option
+    from namexp.models.backbones import CIFAR_ONLY_BACKBONES, resolve_stem, width_mult_backbones
+
+    b, a = run.backbone, run.attention
+    if b.width_mult != 1.0 and b.name not in width_mult_backbones():
+        raise UserError(
+            f"backbone.width_mult={b.width_mult} applies to {'/'.join(width_mult_backbones())} only, not {b.name}: "
+            f"set backbone.width_mult=1.0"
+        )
+    if b.name in CIFAR_ONLY_BACKBONES and resolve_stem(b.stem, run.data.image_size) == "imagenet":
+        raise UserError(
+            f"{b.name} is a CIFAR network and has no ImageNet stem (backbone.stem={b.stem}, "
+            f"data.image_size={run.data.image_size}): set backbone.stem=cifar or use resnet18/34/50"
+        )
+    for option, value in a.options.items():
+        try:
+            check_attention_option(a.name, option, value)
+        except ValueError as exc:
+            if option not in attention_option_names(a.name):
+                raise UserError(f"{exc}: remove attention.options.{option}") from None
+            raise UserError(f"{exc}: set attention.options.{option}") from None

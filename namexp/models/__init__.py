@@ -1,6 +1,13 @@
 """Models: attention modules, backbones, and the description of where attention sits."""
 
-from .attention import ATTENTION_REGISTRY, attention_names, create_attention, get_attention_class, nam_modules
+from .attention import (
+    ATTENTION_REGISTRY,
+    attention_layer,
+    attention_names,
+    create_attention,
+    get_attention_class,
+    nam_modules,
+)
 from .backbones import BACKBONE_REGISTRY, backbone_names
 from .build import build_model
 from .sites import AttentionSite, attention_sites
@@ -9,6 +16,7 @@ __all__ = [
     "ATTENTION_REGISTRY",
     "BACKBONE_REGISTRY",
     "AttentionSite",
+    "attention_layer",
     "attention_names",
     "attention_sites",
     "backbone_names",

@@ -8,20 +8,29 @@ import torch
 
 from namexp.config.schema import OptimConfig, RunConfig, SchedConfig
 from namexp.data import DataBundle, build_data
+from namexp.errors import UserError
 from namexp.models import build_model
 from namexp.train.runtime import Dist
 
 
 def make_model(cfg: RunConfig, num_classes: int, image_size: int) -> torch.nn.Module:
-    return build_model(
-        cfg.backbone.name,
-        cfg.attention.name,
-        num_classes=num_classes,
-        image_size=image_size,
-        stem=cfg.backbone.stem,
-        attention_options=dict(cfg.attention.options),
-        width_mult=cfg.backbone.width_mult,
-    )
+    """The run's model.
+
+    The config was validated; what build_model still refuses (e.g. a dataset's class count) is the user's
+    to fix, so its ValueError becomes a one-line UserError.
+    """
+    try:
+        return build_model(
+            cfg.backbone.name,
+            cfg.attention.name,
+            num_classes=num_classes,
+            image_size=image_size,
+            stem=cfg.backbone.stem,
+            attention_options=dict(cfg.attention.options),
+            width_mult=cfg.backbone.width_mult,
+        )
+    except ValueError as exc:
+        raise UserError(f"cannot build {cfg.backbone.name} + {cfg.attention.name}: {exc}") from None
 
 
 def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:

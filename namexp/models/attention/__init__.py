@@ -10,16 +10,18 @@ where it goes in a network with the class attribute ``placement``:
 * ``"none"``: nowhere (none).
 
 Options with the same meaning share a name: ``reduction`` (C -> C/r bottlenecks), ``kernel_size``
-(spatial or 1-D conv kernel).
+(spatial or 1-D conv kernel). Each class checks nothing itself; it declares a check per option in
+``option_checks``, which ``attention_layer`` (and the config boundary, through ``check_attention_option``)
+applies once. Errors here are plain ``ValueError``s.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+from collections.abc import Callable, Mapping
 
 from torch import nn
-
-from namexp.errors import UserError
 
 from .bam import BAM
 from .baselines import HalfScale, NoAttention
@@ -44,11 +46,15 @@ ATTENTION_REGISTRY: dict[str, type[nn.Module]] = {
     "half": HalfScale,
 }
 
+# An attention class, or ``functools.partial(cls, **options)``: ``layer(channels, spatial_size=...)`` builds one.
+AttentionLayer = Callable[..., nn.Module]
+
 __all__ = [
     "ATTENTION_REGISTRY",
     "BAM",
     "CBAM",
     "ECA",
+    "AttentionLayer",
     "HalfScale",
     "NAMChannel",
     "NAMFull",
@@ -58,14 +64,18 @@ __all__ = [
     "NonLocalBlock",
     "SqueezeExcitation",
     "TripletAttention",
+    "attention_layer",
     "attention_names",
     "attention_option_names",
+    "check_attention_option",
+    "check_attention_options",
     "create_attention",
     "eca_kernel_size",
     "get_attention_class",
     "is_attention_module",
+    "layer_class",
+    "layer_options",
     "nam_modules",
-    "validate_attention_options",
 ]
 
 
@@ -77,9 +87,7 @@ def get_attention_class(name: str) -> type[nn.Module]:
     try:
         return ATTENTION_REGISTRY[name]
     except (KeyError, TypeError):
-        raise UserError(
-            f"unknown attention {name!r}: choose one of {', '.join(ATTENTION_REGISTRY)} (e.g. attention=nam)"
-        ) from None
+        raise ValueError(f"unknown attention {name!r}: choose one of {', '.join(ATTENTION_REGISTRY)}") from None
 
 
 def attention_option_names(name: str) -> list[str]:
@@ -88,30 +96,50 @@ def attention_option_names(name: str) -> list[str]:
     return [p.name for p in parameters if p.kind is p.KEYWORD_ONLY and p.name != "spatial_size"]
 
 
-def validate_attention_options(name: str, options: dict | None) -> dict:
-    """Return ``options`` as a dict, or raise UserError naming the unknown option and the valid ones."""
-    options = dict(options or {})
+def check_attention_option(name: str, option: str, value: object) -> object:
+    """``value`` checked as option ``option`` of attention ``name``; ValueError for an unknown option or value."""
     valid = attention_option_names(name)
-    unknown = sorted(key for key in options if key not in valid)
-    if unknown:
-        bad = ", ".join(repr(key) for key in unknown)
-        if valid:
-            fix = f"valid options are {', '.join(valid)}"
-        else:
-            fix = "it takes no options, so leave attention.options empty"
-        raise UserError(f"unknown option {bad} for attention {name!r}: {fix}")
-    return options
+    if option not in valid:
+        fix = f"valid options are {', '.join(valid)}" if valid else "it takes no options"
+        raise ValueError(f"unknown option {option!r} for attention {name!r}: {fix}")
+    try:
+        return get_attention_class(name).option_checks[option](value)
+    except ValueError as exc:
+        raise ValueError(f"attention {name!r}: option {option}={value!r} {exc}") from None
+
+
+def check_attention_options(name: str, options: Mapping[str, object] | None) -> dict:
+    """``options`` for attention ``name`` as a new dict, each checked by ``check_attention_option``."""
+    return {option: check_attention_option(name, option, value) for option, value in (options or {}).items()}
+
+
+def attention_layer(name: str, options: Mapping[str, object] | None = None) -> AttentionLayer:
+    """Attention ``name`` with its ``options``, checked once, as a constructor ``layer(channels, spatial_size=...)``.
+
+    Backbones take such a constructor (``attn_layer``, as timm's blocks do) and call it at every slot its
+    placement puts it in; an attention class itself (no options) works as well.
+    """
+    return functools.partial(get_attention_class(name), **check_attention_options(name, options))
+
+
+def layer_class(layer: AttentionLayer) -> type[nn.Module]:
+    """The attention class an ``attn_layer`` builds (its ``placement`` and ``attention_name``)."""
+    return layer.func if isinstance(layer, functools.partial) else layer
+
+
+def layer_options(layer: AttentionLayer) -> dict:
+    """The options an ``attn_layer`` passes to its class."""
+    return dict(layer.keywords) if isinstance(layer, functools.partial) else {}
 
 
 def create_attention(
     name: str, channels: int, *, spatial_size: tuple[int, int] | None = None, **options
 ) -> nn.Module:
     """Build attention ``name`` for ``channels`` channels; ``none`` gives an identity (an ``nn.Identity``)."""
-    cls = get_attention_class(name)
-    options = validate_attention_options(name, options)
+    layer = attention_layer(name, options)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise UserError(f"attention {name!r} needs a positive integer channel count, got {channels!r}")
-    return cls(channels, spatial_size=spatial_size, **options)
+        raise ValueError(f"attention {name!r} needs a positive integer channel count, got {channels!r}")
+    return layer(channels, spatial_size=spatial_size)
 
 
 _ATTENTION_CLASSES = tuple(ATTENTION_REGISTRY.values())

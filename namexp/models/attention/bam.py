@@ -26,6 +26,11 @@ from . import _checks
 class BAM(nn.Module):
     placement = "stage"
     attention_name = "bam"
+    option_checks = {
+        "reduction": _checks.positive_int,
+        "dilation": _checks.positive_int,
+        "combine": _checks.choice("add", "multiply"),
+    }
 
     def __init__(
         self,
@@ -37,9 +42,7 @@ class BAM(nn.Module):
         combine: str = "add",
     ):
         super().__init__()
-        reduction = _checks.positive_int(self.attention_name, "reduction", reduction)
-        dilation = _checks.positive_int(self.attention_name, "dilation", dilation)
-        self.combine = _checks.choice(self.attention_name, "combine", combine, ("add", "multiply"))
+        self.combine = combine
         hidden = max(1, channels // reduction)
         self.channel = nn.Sequential(
             nn.Linear(channels, hidden),

@@ -15,6 +15,7 @@ class NoAttention(nn.Identity):
 
     placement = "none"
     attention_name = "none"
+    option_checks: dict = {}
 
     def __init__(self, channels: int = 0, *, spatial_size: tuple[int, int] | None = None):
         super().__init__()
@@ -25,6 +26,7 @@ class HalfScale(nn.Module):
 
     placement = "block"
     attention_name = "half"
+    option_checks: dict = {}
 
     def __init__(self, channels: int, *, spatial_size: tuple[int, int] | None = None):
         super().__init__()

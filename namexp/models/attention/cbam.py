@@ -60,6 +60,7 @@ class CBAM(nn.Module):
 
     placement = "block"
     attention_name = "cbam"
+    option_checks = {"reduction": _checks.positive_int, "kernel_size": _checks.odd_kernel}
 
     def __init__(
         self,
@@ -70,8 +71,6 @@ class CBAM(nn.Module):
         kernel_size: int = 7,
     ):
         super().__init__()
-        reduction = _checks.positive_int(self.attention_name, "reduction", reduction)
-        kernel_size = _checks.odd_kernel(self.attention_name, "kernel_size", kernel_size)
         self.channel_gate = ChannelGate(channels, reduction)
         self.spatial_gate = SpatialGate(kernel_size, zero_init=True)
 

@@ -32,6 +32,7 @@ class ECA(nn.Module):
 
     placement = "block"
     attention_name = "eca"
+    option_checks = {"kernel_size": _checks.optional(_checks.odd_kernel)}
 
     def __init__(
         self,
@@ -43,8 +44,6 @@ class ECA(nn.Module):
         super().__init__()
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels)
-        else:
-            kernel_size = _checks.odd_kernel(self.attention_name, "kernel_size", kernel_size)
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:

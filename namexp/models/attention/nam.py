@@ -52,8 +52,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from namexp.errors import UserError
-
 from . import _checks
 from .nam_fused import exponential_average_factor, fused_gate
 
@@ -138,9 +136,9 @@ class NAMPixelGate(nn.Module):
         b, c, h, w = x.shape
         if (h, w) != self.spatial_size:
             bh, bw = self.spatial_size
-            raise UserError(
+            raise ValueError(
                 f"{self.owner} was built for {bh}x{bw} feature maps but got {h}x{w}: build the model for this "
-                f"input size (data.image_size) or use attention=nam"
+                f"input size (its image_size) or use attention 'nam', which takes any size"
             )
         # (B, C, H, W) -> (B, H·W, C): BatchNorm1d then normalises each pixel over batch and channels.
         pixels = x.flatten(2).transpose(1, 2)
@@ -166,12 +164,17 @@ class NAMModule(nn.Module):
 
     placement = "block"
     attention_name: str  # set by each variant
+    option_checks = {
+        "abs_weights": _checks.boolean,
+        "detach_weights": _checks.boolean,
+        "impl": _checks.choice(*IMPLS),
+    }
 
     def __init__(self, *, abs_weights: bool, detach_weights: bool, impl: str = DEFAULT_IMPL):
         super().__init__()
-        self.abs_weights = _checks.boolean(self.attention_name, "abs_weights", abs_weights)
-        self.detach_weights = _checks.boolean(self.attention_name, "detach_weights", detach_weights)
-        self.impl = _checks.choice(self.attention_name, "impl", impl, IMPLS)
+        self.abs_weights = abs_weights
+        self.detach_weights = detach_weights
+        self.impl = impl
 
     def _gates(self) -> dict[str, nn.Module]:
         return {name: gate for name, gate in self.named_children() if name in ("channel", "spatial")}
@@ -194,7 +197,7 @@ class NAMModule(nn.Module):
 
 def _require_spatial_size(name: str, spatial_size: tuple[int, int] | None) -> tuple[int, int]:
     if spatial_size is None:
-        raise UserError(
+        raise ValueError(
             f"{name} needs the feature-map size when it is built: build it through build_model "
             f"(which passes each block's size) or pass spatial_size=(H, W)"
         )

@@ -28,6 +28,7 @@ from . import _checks
 class NonLocalBlock(nn.Module):
     placement = "middle"
     attention_name = "nonlocal"
+    option_checks = {"reduction": _checks.positive_int, "subsample": _checks.boolean}
 
     def __init__(
         self,
@@ -38,8 +39,7 @@ class NonLocalBlock(nn.Module):
         subsample: bool = True,
     ):
         super().__init__()
-        reduction = _checks.positive_int(self.attention_name, "reduction", reduction)
-        self.subsample = _checks.boolean(self.attention_name, "subsample", subsample)
+        self.subsample = subsample
         inter = max(1, channels // reduction)
         self.theta = nn.Conv2d(channels, inter, kernel_size=1)
         self.phi = nn.Conv2d(channels, inter, kernel_size=1)

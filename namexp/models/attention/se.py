@@ -19,10 +19,10 @@ class SqueezeExcitation(nn.Module):
 
     placement = "block"
     attention_name = "se"
+    option_checks = {"reduction": _checks.positive_int}
 
     def __init__(self, channels: int, *, spatial_size: tuple[int, int] | None = None, reduction: int = 16):
         super().__init__()
-        reduction = _checks.positive_int(self.attention_name, "reduction", reduction)
         hidden = max(1, channels // reduction)
         self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, bias=True)
         self.relu = nn.ReLU(inplace=True)

@@ -26,10 +26,10 @@ from .cbam import SpatialGate
 class TripletAttention(nn.Module):
     placement = "block"
     attention_name = "tam"
+    option_checks = {"kernel_size": _checks.odd_kernel}
 
     def __init__(self, channels: int, *, spatial_size: tuple[int, int] | None = None, kernel_size: int = 7):
         super().__init__()
-        kernel_size = _checks.odd_kernel(self.attention_name, "kernel_size", kernel_size)
         self.cw = SpatialGate(kernel_size, zero_init=False)
         self.hc = SpatialGate(kernel_size, zero_init=False)
         self.hw = SpatialGate(kernel_size, zero_init=True)

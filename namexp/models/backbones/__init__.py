@@ -1,15 +1,18 @@
 """Backbones and their registry: torchvision-style ResNet-18/34/50, He et al.'s CIFAR ResNet-20/56, MobileNetV2.
 
-Every factory takes ``num_classes``, ``image_size``, ``stem``, ``attention`` and ``attention_options`` as
-keywords (mobilenetv2 also ``width_mult``); ``namexp.models.build_model`` is the checked entry point.
+Every factory takes ``num_classes``, ``image_size``, ``stem`` and ``attn_layer`` (the attention's constructor,
+see ``namexp.models.attention.attention_layer``) as keywords, mobilenetv2 also ``width_mult``;
+``namexp.models.build_model`` is the checked entry point.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from torch import nn
 
+from ._common import STEMS, resolve_stem
 from .cifar_resnet import resnet20, resnet56
 from .mobilenetv2 import mobilenetv2
 from .resnet import resnet18, resnet34, resnet50
@@ -27,5 +30,28 @@ BACKBONE_REGISTRY: dict[str, Callable[..., nn.Module]] = {
 CIFAR_ONLY_BACKBONES = ("resnet20", "resnet56")
 
 
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "CIFAR_ONLY_BACKBONES",
+    "STEMS",
+    "backbone_names",
+    "get_backbone",
+    "resolve_stem",
+    "width_mult_backbones",
+]
+
+
 def backbone_names() -> list[str]:
     return list(BACKBONE_REGISTRY)
+
+
+def get_backbone(name: str) -> Callable[..., nn.Module]:
+    try:
+        return BACKBONE_REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown backbone {name!r}: choose one of {', '.join(BACKBONE_REGISTRY)}") from None
+
+
+def width_mult_backbones() -> list[str]:
+    """The backbones that take a width multiplier."""
+    return [name for name, make in BACKBONE_REGISTRY.items() if "width_mult" in inspect.signature(make).parameters]

@@ -6,13 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from namexp.errors import UserError
-from namexp.models.attention import (
-    NoAttention,
-    create_attention,
-    get_attention_class,
-    is_attention_module,
-)
+from namexp.models.attention import AttentionLayer, NoAttention, is_attention_module, layer_class, layer_options
 from namexp.models.sites import SiteSpec
 
 STEMS = ("auto", "cifar", "imagenet")
@@ -21,7 +15,7 @@ STEMS = ("auto", "cifar", "imagenet")
 def resolve_stem(stem: str, image_size: int) -> str:
     """'auto' -> 'cifar' up to 64 px, 'imagenet' above; anything else must be 'cifar' or 'imagenet'."""
     if stem not in STEMS:
-        raise UserError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)} (backbone.stem)")
+        raise ValueError(f"unknown stem {stem!r}: choose one of {', '.join(STEMS)}")
     if stem == "auto":
         return "cifar" if image_size <= 64 else "imagenet"
     return stem
@@ -33,23 +27,17 @@ def conv_out(size: int, stride: int) -> int:
 
 
 def placed_attention(
-    kind: str,
-    attention: str,
-    channels: int,
-    spatial_size: tuple[int, int] | None,
-    options: dict | None,
+    kind: str, attn_layer: AttentionLayer, channels: int, spatial_size: tuple[int, int] | None
 ) -> nn.Module | None:
-    """Attention ``attention`` if its placement is ``kind``, else None."""
-    if get_attention_class(attention).placement != kind:
+    """``attn_layer``'s module if its placement is ``kind``, else None."""
+    if layer_class(attn_layer).placement != kind:
         return None
-    return create_attention(attention, channels, spatial_size=spatial_size, **(options or {}))
+    return attn_layer(channels, spatial_size=spatial_size)
 
 
-def block_attention(
-    attention: str, channels: int, spatial_size: tuple[int, int] | None, options: dict | None
-) -> nn.Module:
+def block_attention(attn_layer: AttentionLayer, channels: int, spatial_size: tuple[int, int] | None) -> nn.Module:
     """The module for a block-level slot: the attention if it is a block module, else an identity."""
-    module = placed_attention("block", attention, channels, spatial_size, options)
+    module = placed_attention("block", attn_layer, channels, spatial_size)
     return module if module is not None else NoAttention(channels)
 
 
@@ -58,8 +46,7 @@ def stage_slots(
     after: str,
     channels: int,
     spatial_size: tuple[int, int] | None,
-    attention: str,
-    options: dict | None,
+    attn_layer: AttentionLayer,
     *,
     describe: Callable[[str, str], str],
 ) -> tuple[dict[str, nn.Module], list[SiteSpec]]:
@@ -73,7 +60,7 @@ def stage_slots(
     for kind, names in slots.items():
         if after not in names:
             continue
-        module = placed_attention(kind, attention, channels, spatial_size, options)
+        module = placed_attention(kind, attn_layer, channels, spatial_size)
         if module is None:
             continue
         modules[after] = module
@@ -100,7 +87,7 @@ def init_backbone_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def build_config(**fields) -> dict:
+def build_config(attn_layer: AttentionLayer, **fields) -> dict:
     """What a backbone was built with, stored on the model as ``model.build_config``."""
-    fields["attention_options"] = dict(fields.get("attention_options") or {})
-    return fields
+    attention = {"attention": layer_class(attn_layer).attention_name, "attention_options": layer_options(attn_layer)}
+    return {**fields, **attention}

@@ -3,10 +3,8 @@
 A 3x3 conv with 16 channels, then three stages of n BasicBlocks with 16, 32 and 64 channels on 32x32, 16x16
 and 8x8 maps (depth 6n + 2: n = 3 for ResNet-20, n = 9 for ResNet-56), global average pool, Linear head.
 The paper uses "option A" shortcuts when the dimensions grow: a parameter-free identity that subsamples
-with stride 2 and pads the new channels with zeros. So ResNet-20 has 269,722 parameters for 10 classes (the
-paper's "0.27M") and ResNet-56 853,018 ("0.85M"). ``shortcut="B"`` (1x1 conv + BN projections, as many
-re-implementations use) adds 2,752 parameters to either, e.g. 272,474 for ResNet-20; it is not reachable
-from ``build_model``, which always builds the paper's option A.
+with stride 2 and pads the new channels with zeros, the only kind built here. So ResNet-20 has 269,722
+parameters for 10 classes (the paper's "0.27M") and ResNet-56 853,018 ("0.85M").
 
 The blocks are the torchvision-style BasicBlock of ``resnet.py``, so block attention sits at the same place
 (after bn2, before the identity add and the final ReLU). bam goes after stages 1 and 2 (before each
@@ -18,11 +16,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from namexp.errors import UserError
+from namexp.models.attention import AttentionLayer, NoAttention
 from namexp.models.sites import SiteSpec
 
 from ._common import build_config, conv_out, init_backbone_weights, stage_slots
-from .resnet import BasicBlock, conv1x1, conv3x3, describe_stage_slot
+from .resnet import BasicBlock, conv3x3, describe_stage_slot
 
 
 class ShortcutA(nn.Module):
@@ -50,17 +48,10 @@ class CifarResNet(nn.Module):
         *,
         num_classes: int,
         image_size: int = 32,
-        attention: str = "none",
-        attention_options: dict | None = None,
-        shortcut: str = "A",
+        attn_layer: AttentionLayer = NoAttention,
     ):
         super().__init__()
-        if shortcut not in ("A", "B"):
-            raise UserError(f"unknown shortcut {shortcut!r} for a CIFAR ResNet: use 'A' (paper) or 'B' (projection)")
-        self.build_config = build_config(
-            stem="cifar", image_size=image_size, num_classes=num_classes, attention=attention,
-            attention_options=attention_options, shortcut=shortcut,
-        )
+        self.build_config = build_config(attn_layer, stem="cifar", image_size=image_size, num_classes=num_classes)
         self.conv1 = conv3x3(3, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
@@ -71,21 +62,14 @@ class CifarResNet(nn.Module):
         for index, (planes, stride) in enumerate(zip((16, 32, 64), (1, 2, 2)), start=1):
             name = f"layer{index}"
             size = conv_out(size, stride)
-            kwargs = dict(attention=attention, attention_options=attention_options, spatial_size=(size, size))
-            downsample = None
-            if stride != 1 or inplanes != planes:
-                downsample = (
-                    ShortcutA(inplanes, planes, stride)
-                    if shortcut == "A"
-                    else nn.Sequential(conv1x1(inplanes, planes, stride), nn.BatchNorm2d(planes))
-                )
+            kwargs = dict(attn_layer=attn_layer, spatial_size=(size, size))
+            downsample = ShortcutA(inplanes, planes, stride) if stride != 1 or inplanes != planes else None
             layers = [BasicBlock(inplanes, planes, stride, downsample, **kwargs)]
             layers += [BasicBlock(planes, planes, **kwargs) for _ in range(1, blocks_per_stage)]
             setattr(self, name, nn.Sequential(*layers))
             inplanes = planes
             modules, specs = stage_slots(
-                self.STAGE_SLOTS, name, planes, (size, size), attention, attention_options,
-                describe=describe_stage_slot,
+                self.STAGE_SLOTS, name, planes, (size, size), attn_layer, describe=describe_stage_slot
             )
             stage_attention.update(modules)
             self.attention_site_specs += specs
@@ -105,23 +89,21 @@ class CifarResNet(nn.Module):
         return self.fc(x)
 
 
-def _check_cifar_stem(name: str, stem: str) -> None:
+def _check_cifar_stem(name: str, stem: str, image_size: int) -> None:
     if stem not in ("auto", "cifar"):
-        raise UserError(
-            f"{name} is a CIFAR network and has no {stem!r} stem: set backbone.stem=cifar (or auto), "
-            f"or use resnet18/34/50 for an ImageNet stem"
+        raise ValueError(
+            f"{name} is a CIFAR network and has no {stem!r} stem (asked for {image_size}x{image_size} inputs): "
+            f"use the cifar stem, or resnet18/34/50 for an ImageNet stem"
         )
 
 
-def resnet20(*, num_classes: int, image_size: int = 32, stem: str = "cifar", attention: str = "none",
-             attention_options: dict | None = None, shortcut: str = "A") -> CifarResNet:
-    _check_cifar_stem("resnet20", stem)
-    return CifarResNet(3, num_classes=num_classes, image_size=image_size, attention=attention,
-                       attention_options=attention_options, shortcut=shortcut)
+def resnet20(*, num_classes: int, image_size: int = 32, stem: str = "cifar",
+             attn_layer: AttentionLayer = NoAttention) -> CifarResNet:
+    _check_cifar_stem("resnet20", stem, image_size)
+    return CifarResNet(3, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)
 
 
-def resnet56(*, num_classes: int, image_size: int = 32, stem: str = "cifar", attention: str = "none",
-             attention_options: dict | None = None, shortcut: str = "A") -> CifarResNet:
-    _check_cifar_stem("resnet56", stem)
-    return CifarResNet(9, num_classes=num_classes, image_size=image_size, attention=attention,
-                       attention_options=attention_options, shortcut=shortcut)
+def resnet56(*, num_classes: int, image_size: int = 32, stem: str = "cifar",
+             attn_layer: AttentionLayer = NoAttention) -> CifarResNet:
+    _check_cifar_stem("resnet56", stem, image_size)
+    return CifarResNet(9, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)

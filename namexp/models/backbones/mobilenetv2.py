@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
+from namexp.models.attention import AttentionLayer, NoAttention
 from namexp.models.sites import SiteSpec
 
 from ._common import block_attention, build_config, conv_out, init_backbone_weights, resolve_stem, stage_slots
@@ -81,8 +82,7 @@ class InvertedResidual(nn.Module):
         stride: int,
         expand_ratio: int,
         *,
-        attention: str = "none",
-        attention_options: dict | None = None,
+        attn_layer: AttentionLayer = NoAttention,
         spatial_size: tuple[int, int] | None = None,
     ):
         super().__init__()
@@ -97,7 +97,7 @@ class InvertedResidual(nn.Module):
             nn.BatchNorm2d(oup),
         ]
         self.conv = nn.Sequential(*layers)
-        self.attention = block_attention(attention, oup, spatial_size, attention_options)
+        self.attention = block_attention(attn_layer, oup, spatial_size)
         where = "end of inverted-residual block: after the projection 1x1 conv's BN, " + (
             "before the residual add" if self.use_res_connect else "no residual here (stride 2 or width change)"
         )
@@ -117,16 +117,14 @@ class MobileNetV2(nn.Module):
         num_classes: int,
         image_size: int,
         stem: str = "auto",
-        attention: str = "none",
-        attention_options: dict | None = None,
+        attn_layer: AttentionLayer = NoAttention,
         width_mult: float = 1.0,
         dropout: float = 0.2,
     ):
         super().__init__()
         stem = resolve_stem(stem, image_size)
         self.build_config = build_config(
-            stem=stem, image_size=image_size, num_classes=num_classes, attention=attention,
-            attention_options=attention_options, width_mult=width_mult,
+            attn_layer, stem=stem, image_size=image_size, num_classes=num_classes, width_mult=width_mult
         )
         cifar = stem == "cifar"
         input_channel = make_divisible(32 * width_mult)
@@ -144,8 +142,8 @@ class MobileNetV2(nn.Module):
                 stride = s if i == 0 else 1
                 size = conv_out(size, stride)
                 features.append(
-                    InvertedResidual(input_channel, output_channel, stride, t, attention=attention,
-                                     attention_options=attention_options, spatial_size=(size, size))
+                    InvertedResidual(input_channel, output_channel, stride, t, attn_layer=attn_layer,
+                                     spatial_size=(size, size))
                 )
                 input_channel = output_channel
             stage_ends.append(_StageEnd(len(features) - 1, c, output_channel, size, s))
@@ -163,7 +161,7 @@ class MobileNetV2(nn.Module):
                 "middle": (key,) if end.base_channels in NONLOCAL_AFTER_STAGES else (),
             }
             modules, specs = stage_slots(
-                slots, key, end.channels, (end.size, end.size), attention, attention_options,
+                slots, key, end.channels, (end.size, end.size), attn_layer,
                 describe=lambda kind, key, c=end.base_channels: _describe_stage_slot(kind, key, c),
             )
             stage_attention.update(modules)
@@ -193,7 +191,7 @@ def _describe_stage_slot(kind: str, key: str, base_channels: int) -> str:
     return f"after features.{key}, the last block of the {base_channels}-channel stage"
 
 
-def mobilenetv2(*, num_classes: int, image_size: int, stem: str = "auto", attention: str = "none",
-                attention_options: dict | None = None, width_mult: float = 1.0, dropout: float = 0.2) -> MobileNetV2:
-    return MobileNetV2(num_classes=num_classes, image_size=image_size, stem=stem, attention=attention,
-                       attention_options=attention_options, width_mult=width_mult, dropout=dropout)
+def mobilenetv2(*, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention,
+                width_mult: float = 1.0, dropout: float = 0.2) -> MobileNetV2:
+    return MobileNetV2(num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer,
+                       width_mult=width_mult, dropout=dropout)

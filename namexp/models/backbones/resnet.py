@@ -17,14 +17,17 @@ Attention placement:
 * bam: ``stage_attention.layer1..3``, after layer1, layer2 and layer3 (between stages), as the official BAM code;
 * nonlocal: ``stage_attention.layer2/3``, after the last block of layer2 and of layer3.
 
-Every block tells its attention the feature-map size it produces (from image size, stem and strides), which
-NAM's spatial submodule needs.
+Every backbone and block takes the attention as ``attn_layer``, a constructor ``attn_layer(channels,
+spatial_size=...)`` (see ``namexp.models.attention.attention_layer``), and calls it at the slots its class's
+``placement`` names. Every block tells its attention the feature-map size it produces (from image size, stem
+and strides), which NAM's spatial submodule needs.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
+from namexp.models.attention import AttentionLayer, NoAttention
 from namexp.models.sites import SiteSpec
 
 from ._common import block_attention, build_config, conv_out, init_backbone_weights, resolve_stem, stage_slots
@@ -48,8 +51,7 @@ class BasicBlock(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         *,
-        attention: str = "none",
-        attention_options: dict | None = None,
+        attn_layer: AttentionLayer = NoAttention,
         spatial_size: tuple[int, int] | None = None,
     ):
         super().__init__()
@@ -58,7 +60,7 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.attention = block_attention(attention, planes, spatial_size, attention_options)
+        self.attention = block_attention(attn_layer, planes, spatial_size)
         self.downsample = downsample
         self.attention_site_specs = [
             SiteSpec(
@@ -89,8 +91,7 @@ class Bottleneck(nn.Module):
         stride: int = 1,
         downsample: nn.Module | None = None,
         *,
-        attention: str = "none",
-        attention_options: dict | None = None,
+        attn_layer: AttentionLayer = NoAttention,
         spatial_size: tuple[int, int] | None = None,
     ):
         super().__init__()
@@ -102,7 +103,7 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.attention = block_attention(attention, planes * self.expansion, spatial_size, attention_options)
+        self.attention = block_attention(attn_layer, planes * self.expansion, spatial_size)
         self.downsample = downsample
         self.attention_site_specs = [
             SiteSpec(
@@ -142,15 +143,11 @@ class ResNet(nn.Module):
         num_classes: int,
         image_size: int,
         stem: str = "auto",
-        attention: str = "none",
-        attention_options: dict | None = None,
+        attn_layer: AttentionLayer = NoAttention,
     ):
         super().__init__()
         stem = resolve_stem(stem, image_size)
-        self.build_config = build_config(
-            stem=stem, image_size=image_size, num_classes=num_classes, attention=attention,
-            attention_options=attention_options,
-        )
+        self.build_config = build_config(attn_layer, stem=stem, image_size=image_size, num_classes=num_classes)
         self.inplanes = 64
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -168,11 +165,9 @@ class ResNet(nn.Module):
         for index, (planes, count, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2)), start=1):
             name = f"layer{index}"
             size = conv_out(size, stride)
-            layer = self._make_layer(block, planes, count, stride, (size, size), attention, attention_options)
-            setattr(self, name, layer)
+            setattr(self, name, self._make_layer(block, planes, count, stride, (size, size), attn_layer))
             modules, specs = stage_slots(
-                self.STAGE_SLOTS, name, self.inplanes, (size, size), attention, attention_options,
-                describe=describe_stage_slot,
+                self.STAGE_SLOTS, name, self.inplanes, (size, size), attn_layer, describe=describe_stage_slot
             )
             stage_attention.update(modules)
             self.attention_site_specs += specs
@@ -182,13 +177,13 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         init_backbone_weights(self)
 
-    def _make_layer(self, block, planes, blocks, stride, spatial_size, attention, attention_options) -> nn.Sequential:
+    def _make_layer(self, block, planes, blocks, stride, spatial_size, attn_layer) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
             )
-        kwargs = dict(attention=attention, attention_options=attention_options, spatial_size=spatial_size)
+        kwargs = dict(attn_layer=attn_layer, spatial_size=spatial_size)
         layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
@@ -204,19 +199,19 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(*, num_classes: int, image_size: int, stem: str = "auto", attention: str = "none",
-             attention_options: dict | None = None) -> ResNet:
+def resnet18(*, num_classes: int, image_size: int, stem: str = "auto",
+             attn_layer: AttentionLayer = NoAttention) -> ResNet:
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, image_size=image_size, stem=stem,
-                  attention=attention, attention_options=attention_options)
+                  attn_layer=attn_layer)
 
 
-def resnet34(*, num_classes: int, image_size: int, stem: str = "auto", attention: str = "none",
-             attention_options: dict | None = None) -> ResNet:
+def resnet34(*, num_classes: int, image_size: int, stem: str = "auto",
+             attn_layer: AttentionLayer = NoAttention) -> ResNet:
     return ResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem,
-                  attention=attention, attention_options=attention_options)
+                  attn_layer=attn_layer)
 
 
-def resnet50(*, num_classes: int, image_size: int, stem: str = "auto", attention: str = "none",
-             attention_options: dict | None = None) -> ResNet:
+def resnet50(*, num_classes: int, image_size: int, stem: str = "auto",
+             attn_layer: AttentionLayer = NoAttention) -> ResNet:
     return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem,
-                  attention=attention, attention_options=attention_options)
+                  attn_layer=attn_layer)
