@@ -24,11 +24,12 @@ import statistics
 
 import torch
 
-from namexp.bench import synthetic_batch, timed, train_step
+from namexp.bench.timing import synthetic_batch, timed
 from namexp.models.attention.nam import IMPLS, NAMChannelGate
 from namexp.models.build import build_model
 from namexp.models.sites import attention_sites
 from namexp.train import cpu_memory
+from namexp.train.step import training_step
 
 CPU = torch.device("cpu")
 
@@ -90,12 +91,12 @@ def gate_ms(impl: str, xs: list[torch.Tensor], gs: list[torch.Tensor], repeats: 
 
 
 def step_ms(backbone: str, batch: int, image_size: int, repeats: int) -> float:
-    """One limit-style SGD training step (namexp bench's) of the backbone without attention, batch in memory."""
+    """One SGD `training_step` (bench's limit step) of the backbone without attention, batch in memory."""
     torch.manual_seed(0)
     model = build_model(backbone, "none", num_classes=100, image_size=image_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     images, labels = synthetic_batch(batch, image_size, 100, CPU, channels_last=False)
-    return median_ms(lambda: train_step(model, optimizer, None, images, labels, "fp32", CPU), repeats, warmup=2)
+    return median_ms(lambda: training_step(model, images, labels, optimizer, None, "fp32", CPU), repeats, warmup=2)
 
 
 def main() -> None:

@@ -63,15 +63,31 @@ def info(
 
 
 @app.command(context_settings=OVERRIDES)
-def bench(ctx: typer.Context) -> None:
+def bench(
+    ctx: typer.Context,
+    attentions: str = typer.Option("none,nam,nam_full,se,cbam,bam,tam,eca", "--attentions",
+                                   help="Attention types to measure overheads over none for, comma list "
+                                        "(options as nam:impl=fused)."),
+    steps: int = typer.Option(20, "--steps", help="Timed steps per pipeline and repeat (>= 1)."),
+    warmup: int = typer.Option(5, "--warmup", help="Untimed steps first, covering torch.compile's compilation (>= 0)."),
+    repeats: int = typer.Option(5, "--repeats", help="Interleaved repeats; the median is reported (>= 1)."),
+    eval_steps: int = typer.Option(10, "--eval-steps", help="Eval batches per latency repeat (>= 1)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Also write the result to this file: .json or .md."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file."),
+    skip_reference: bool = typer.Option(False, "--skip-reference", help="Do not time the official script's pipeline."),
+    skip_overheads: bool = typer.Option(False, "--skip-overheads", help="Do not measure the attention overheads."),
+) -> None:
     """Training img/s: the limit vs namexp vs the reference pipeline, eval latency, attention overheads.
 
-    Flags among the overrides: --attentions none,nam,se --steps N --warmup N --repeats N --eval-steps N
-    --output FILE.json|.md --force --skip-reference --skip-overheads (see docs/benchmarks.md).
+    Extra arguments are Hydra overrides of the one configuration it times, e.g. backbone=resnet18 trainer.device=cpu.
     """
-    from namexp.bench import run_bench
+    from namexp.bench.command import run_bench
+    from namexp.bench.plan import BenchOptions
 
-    _exit(run_bench(ctx.args))
+    options = BenchOptions(attentions=attentions, steps=steps, warmup=warmup, repeats=repeats, eval_steps=eval_steps,
+                           output=output.expanduser() if output else None, force=force,
+                           skip_reference=skip_reference, skip_overheads=skip_overheads)
+    _exit(run_bench(options, ctx))
 
 
 def _register_package_commands() -> None:

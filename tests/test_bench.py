@@ -6,7 +6,8 @@ import math
 import pytest
 
 from helpers import run_inproc
-from namexp.bench import parse_args, parse_attentions
+from namexp.bench import command
+from namexp.bench.plan import parse_attentions
 from namexp.errors import UserError
 
 SMOKE = ["bench", "data=synthetic", "backbone=resnet20", "trainer.batch_size=16", "trainer.eval_batch_size=32",
@@ -59,11 +60,9 @@ def test_bench_refuses_to_overwrite_and_checks_the_suffix(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--bogus", "1"], "unknown option --bogus"),
-    (["--steps", "zero"], "not an integer"),
+    (["--bogus", "1"], "unknown option '--bogus'"),
     (["--steps", "0"], "must be >= 1"),
-    (["--steps"], "needs a value"),
-    (["--force=yes"], "takes no value"),
+    (["--warmup=-1"], "must be >= 0"),
     (["-m"], "unknown option '-m'"),
     (["attention=nam,se"], "--attentions"),
     (["--attentions", "none,nope"], "unknown attention 'nope'"),
@@ -71,14 +70,38 @@ def test_bench_refuses_to_overwrite_and_checks_the_suffix(tmp_path, capsys):
 def test_bench_option_errors_are_one_line_user_errors(args, message, capsys):
     result = run_inproc(["bench", "data=synthetic", *args], capsys)
     assert result.code == 2
-    assert message in result.err and "Traceback" not in result.err
+    assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
 
 
-def test_flags_and_overrides_are_separated():
-    opts = parse_args(["data=synthetic", "--steps", "3", "trainer.batch_size=8", "--warmup=2", "--skip-reference",
-                       "--output", "x.md"])
-    assert opts.overrides == ["data=synthetic", "trainer.batch_size=8"]
-    assert (opts.steps, opts.warmup, opts.skip_reference, opts.output.name) == (3, 2, True, "x.md")
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "zero"], "Invalid value for '--steps'"),
+    (["--steps"], "requires an argument"),
+    (["--force=yes"], "does not take a value"),
+])
+def test_malformed_flags_are_typer_usage_errors(args, message, capsys):
+    result = run_inproc(["bench", "data=synthetic", *args], capsys)
+    assert result.code == 2
+    assert message in " ".join(result.err.replace("│", " ").split()) and "Traceback" not in result.err
+
+
+def test_options_and_overrides_are_separated(monkeypatch, capsys):
+    seen = {}
+
+    def plan_bench(options, overrides, argv, valid_flags):
+        seen.update(options=options, overrides=overrides, argv=argv, valid_flags=valid_flags)
+        raise UserError("planned")
+
+    monkeypatch.setattr(command, "plan_bench", plan_bench)
+    result = run_inproc(["bench", "data=synthetic", "--steps", "3", "trainer.batch_size=8", "--warmup=2",
+                         "--skip-reference", "--output", "x.md"], capsys)
+    assert result.code == 2 and "planned" in result.err
+    opts = seen["options"]
+    assert seen["overrides"] == ["data=synthetic", "trainer.batch_size=8"]
+    assert (opts.steps, opts.warmup, opts.repeats, opts.skip_reference, opts.output.name) == (3, 2, 5, True, "x.md")
+    # The record's command: the overrides, then the options given (in the command's order), defaults left out.
+    assert seen["argv"] == ["namexp", "bench", "data=synthetic", "trainer.batch_size=8", "--steps", "3", "--warmup", "2",
+                            "--output", "x.md", "--skip-reference"]
+    assert "--steps VALUE" in seen["valid_flags"] and "--force" in seen["valid_flags"]
 
 
 def test_attention_list_takes_options_and_always_has_the_baseline():

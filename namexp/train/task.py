@@ -20,7 +20,8 @@ log = logging.getLogger("namexp")
 
 def train_task(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
     """One run; `resume` (from --resume, bound with functools.partial) continues the folder's checkpoint."""
-    from namexp.train.loop import RunContext, train  # torch is imported in the job, not at CLI start-up
+    from namexp.train.loop import train
+    from namexp.train.setup import RunContext  # torch is imported in the job, not at CLI start-up
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
