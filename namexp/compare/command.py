@@ -15,10 +15,10 @@ from typing import List, Optional, Sequence
 import typer
 
 from namexp.files import check_output, output_format, write_text_atomic
-from namexp.report import plots as _plots
-from namexp.report.collect import load_runs
-from namexp.report.render import FORMATS, SUFFIXES, render, render_csv, render_markdown, render_terminal, terminal_text
-from namexp.report.stats import Comparison, build
+from namexp.compare import plots as _plots
+from namexp.compare.collect import load_runs
+from namexp.compare.render import FORMATS, SUFFIXES, render, render_csv, render_markdown, render_terminal, terminal_text
+from namexp.compare.stats import Comparison, build
 
 TEXT_WIDTH = 200  # characters of the terminal table when the output is not a terminal
 def run_compare(

@@ -14,8 +14,8 @@ import math
 import os
 from typing import Any, Callable
 
-from namexp.report.collect import MISSING, Run
-from namexp.report.stats import BASELINE, Comparison, Group, format_value
+from namexp.compare.collect import MISSING, Run
+from namexp.compare.stats import BASELINE, Comparison, Group, format_value
 
 FORMATS = ("markdown", "csv", "latex", "json")
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".tex": "latex", ".json": "json"}
