@@ -317,7 +317,7 @@ def run_analyze(
         "run_config": asdict(cfg),
         "unmasked": {"test_top1_err": unmasked["top1_err"], "test_top5_err": unmasked["top5_err"],
                      "test_loss": unmasked["loss"], "images": int(unmasked["images"])},
-        "sites": [{"site": s.site, "module": s.module_name, "channels": s.channels, "where": s.where} for s in sites],
+        "sites": [s.to_record() for s in sites],
         "layers": layers,
         "masking": study.entries,
         "summary": rep.summary_rows(study.entries, unmasked["top1_err"]),
