@@ -16,8 +16,8 @@ import math
 import warnings as _warnings
 from pathlib import Path
 
-from namexp.errors import UserError
 from namexp.compare.stats import Comparison, Group, format_value, number
+from namexp.errors import UserError
 
 CURVES = "test_top1_curves.png"
 PARAMS = "final_top1_vs_params.png"
