@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from namexp.report.collect import load_runs  # noqa: E402
-from namexp.report.render import render_csv, render_json, render_markdown, terminal_text  # noqa: E402
-from namexp.report.stats import build  # noqa: E402
+from namexp.compare.collect import load_runs  # noqa: E402
+from namexp.compare.render import render_csv, render_json, render_markdown, terminal_text  # noqa: E402
+from namexp.compare.stats import build  # noqa: E402
 
 ATTENTIONS = ("none", "nam", "se", "cbam", "bam", "tam", "eca", "nonlocal", "half")
 BACKBONES = ("resnet18", "resnet50")

@@ -93,7 +93,7 @@ def bench(
 def _register_package_commands() -> None:
     # compare and analyze are defined in their own packages, beside the code they drive.
     from namexp.analysis.command import analyze
-    from namexp.report.command import compare
+    from namexp.compare.command import compare
 
     app.command("compare")(compare)
     app.command("analyze", context_settings=OVERRIDES)(analyze)

@@ -13,6 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import namexp
 
+PLACEMENT_KEYS = ("site", "module", "channels", "spatial_size", "where")
 FLOPS_NOTE = "FLOPs from torch.utils.flop_counter: 2 per multiply-add (MACs = FLOPs / 2); ops it does not count (pooling, sigmoid, elementwise products) add 0"
 
 
@@ -84,6 +85,6 @@ def environment(device_description: str) -> Dict[str, object]:
 
 
 def describe_placement(sites) -> list:
-    """The record's `placement` list: where each attention module sits."""
-    return [{"site": s.site, "module": s.module, "channels": s.channels,
-             "spatial_size": list(s.spatial_size) if s.spatial_size else None, "where": s.where} for s in sites]
+    """The record's `placement` list: where each attention module sits (`AttentionSite.to_record`, in the keys
+    that run records have always held)."""
+    return [{key: record[key] for key in PLACEMENT_KEYS} for record in (s.to_record() for s in sites)]

@@ -16,10 +16,10 @@ from scipy import stats as sps
 from typer.testing import CliRunner
 
 from namexp.errors import UserError
-from namexp.report import build, load_runs
-from namexp.report.command import compare, run_compare, write_sweep_table
-from namexp.report.render import render_csv, render_json, render_latex, render_markdown
-from namexp.report.stats import IGNORED_KEYS
+from namexp.compare import build, load_runs
+from namexp.compare.command import compare, run_compare, write_sweep_table
+from namexp.compare.render import render_csv, render_json, render_latex, render_markdown
+from namexp.compare.stats import IGNORED_KEYS
 
 # --------------------------------------------------------------------------------------------- helpers
 
@@ -491,7 +491,7 @@ def test_write_sweep_table(sweep: Path):
 def test_plot_labels_name_p0_where_the_same_attention_also_has_a_penalty():
     from types import SimpleNamespace
 
-    from namexp.report.plots import _labeller
+    from namexp.compare.plots import _labeller
 
     groups = [SimpleNamespace(attention=a, sparsity=p, variant={}, runs=[1, 2])
               for a, p in [("none", 0.0), ("nam", 0.0), ("nam", 1e-4), ("se", 0.0)]]

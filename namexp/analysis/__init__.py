@@ -3,5 +3,6 @@
 - `weights`: per-layer statistics of the normalised weights and the mean gates on test images;
 - `masking`: block-level sites, rankings, masks by forward hooks, the masking study and the fine-tune;
 - `report`: tables (terminal, Markdown, CSV, JSON), PNG plots and TensorBoard logging;
-- `command`: the `analyze` Typer command and `run_analyze`, the same as a plain function.
+- `command`: the `analyze` Typer command and `run_analyze`, the same as a plain function, in steps: plan (the
+  checked options), run (the study), record (analysis.json), publish (analysis/, TensorBoard) and show.
 """

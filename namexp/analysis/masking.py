@@ -22,55 +22,75 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from namexp.errors import UserError
 from namexp.models.attention import NAMModule
-from namexp.models.sites import SITE_SPECS_ATTR
+from namexp.models.sites import SITE_SPECS_ATTR, AttentionSite, _attention_name, _join
 from namexp.train import runtime
 from namexp.evaluation.metrics import split_metrics
 from namexp.train.step import training_step
 
 RANKINGS = ("nam", "bn", "random")
 DEFAULT_RATIOS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7)
+SITE_RECORD_KEYS = ("site", "module", "channels", "where")  # of AttentionSite.to_record, in analysis.json
 
 
-@dataclass
+@dataclass(frozen=True)
 class BlockSite:
-    """One block-level attention site of a model, with what the rankings read."""
+    """A block-level site as `models/sites.py` describes it, with the module the rankings and hooks read."""
 
-    site: str  # qualified module name, e.g. "layer1.0.attention"
-    module_name: str  # attention name ("none" for an identity slot)
-    channels: int
+    place: AttentionSite
     module: nn.Module
-    preceding_bn: Optional[nn.BatchNorm2d]
-    where: str = ""
+
+    @property
+    def site(self) -> str:  # qualified module name, e.g. "layer1.0.attention"
+        return self.place.site
+
+    @property
+    def module_name(self) -> str:  # attention name ("none" for an identity slot)
+        return self.place.module
+
+    @property
+    def channels(self) -> int:
+        return self.place.channels
+
+    @property
+    def preceding_bn(self) -> nn.BatchNorm2d | None:
+        return self.place.preceding_bn
 
     @property
     def nam_channel(self) -> bool:
         return isinstance(self.module, NAMModule) and "channel" in self.module.nam_weights()
 
+    def to_record(self) -> dict:
+        """The analysis record's `sites` entry."""
+        return {key: value for key, value in self.place.to_record().items() if key in SITE_RECORD_KEYS}
 
-def _join(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+
+def every_site(model: nn.Module) -> list[AttentionSite]:
+    """Every attention slot of `model` in forward order, occupied or not.
+
+    `attention_sites` leaves the empty block-level slots out when the attention sits elsewhere (bam between
+    stages, nonlocal in the middle stages); analyze masks them all the same. Belongs in models/sites.py.
+    """
+    found = []
+    for owner_name, owner in model.named_modules():
+        for spec in getattr(owner, SITE_SPECS_ATTR, ()):
+            site = _join(owner_name, spec.attr)
+            bn = _join(owner_name, spec.preceding_bn) if spec.preceding_bn else None
+            found.append(AttentionSite(site, _attention_name(model.get_submodule(site)), spec.channels, spec.spatial_size,
+                                       spec.where, model.get_submodule(bn) if bn else None, spec.kind, bn))
+    return found
 
 
 def block_sites(model: nn.Module) -> list[BlockSite]:
     """Every block-level site in forward order, occupied or not (bam/nonlocal runs keep identity slots there)."""
-    found = []
-    for owner_name, owner in model.named_modules():
-        for spec in getattr(owner, SITE_SPECS_ATTR, ()):
-            if spec.kind != "block":
-                continue
-            module = owner.get_submodule(spec.attr)
-            name = getattr(type(module), "attention_name", None) or ("none" if isinstance(module, nn.Identity) else type(module).__name__)
-            bn = owner.get_submodule(spec.preceding_bn) if spec.preceding_bn else None
-            found.append(BlockSite(_join(owner_name, spec.attr), name, spec.channels, module, bn, spec.where))
-    return found
+    return [BlockSite(place, model.get_submodule(place.site)) for place in every_site(model) if place.kind == "block"]
 
 
 def available_rankings(sites: Sequence[BlockSite]) -> list[str]:
@@ -83,7 +103,7 @@ def available_rankings(sites: Sequence[BlockSite]) -> list[str]:
     return out
 
 
-def channel_scores(sites: Sequence[BlockSite], ranking: str, seed: Optional[int] = None) -> dict[str, Tensor]:
+def channel_scores(sites: Sequence[BlockSite], ranking: str, seed: int | None = None) -> dict[str, Tensor]:
     """Per site, one importance score per channel (lower = masked first)."""
     if ranking == "nam":
         missing = [s.site for s in sites if not s.nam_channel]
@@ -209,7 +229,7 @@ class StudyPlan:
     finetune_lr: float = 0.01
     finetune_all_seeds: bool = False
 
-    def orders(self, sites: Sequence[BlockSite]) -> list[tuple[str, Optional[int], dict[str, Tensor]]]:
+    def orders(self, sites: Sequence[BlockSite]) -> list[tuple[str, int | None, dict[str, Tensor]]]:
         """(ranking, seed, channel order per site) for every ranking and random seed of the plan."""
         out = []
         for ranking in self.rankings:
@@ -234,7 +254,7 @@ def run_study(
     plan: StudyPlan,
     *,
     train_loader=None,
-    recipe: Optional[FinetuneRecipe] = None,
+    recipe: FinetuneRecipe | None = None,
     report: Callable[[dict], None] = lambda entry: None,
 ) -> StudyResult:
     """The masking study: the `masking` entries of analysis.json, in plan order (fine-tuned ones last)."""

@@ -15,9 +15,11 @@ import csv
 import io
 import json
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from namexp.analysis.masking import RANKINGS
+from namexp.compare.stats import mean_std
+from namexp.tables import markdown_table
 
 FORMATS = ("markdown", "csv", "json")
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": "json"}
@@ -29,17 +31,7 @@ CSV_COLUMNS = ("ranking", "ratio", "finetuned", "n", "seeds", "top1_err_mean", "
 COLORS = {"nam": "tab:red", "bn": "tab:blue", "random": "tab:gray"}
 
 
-def _mean_std(values: Sequence[float]) -> tuple[Optional[float], Optional[float]]:
-    n = len(values)
-    if not n:
-        return None, None
-    mean = math.fsum(values) / n
-    if n < 2:
-        return mean, None
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-
-
-def summary_rows(entries: Sequence[dict], unmasked_top1: Optional[float]) -> list[dict]:
+def summary_rows(entries: Sequence[dict], unmasked_top1: float | None) -> list[dict]:
     """One row per (ranking, ratio, finetuned): mean and sample std (ddof=1) over random seeds."""
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
@@ -49,8 +41,8 @@ def summary_rows(entries: Sequence[dict], unmasked_top1: Optional[float]) -> lis
     for key in sorted(groups, key=order):
         ranking, ratio, finetuned = key
         members = groups[key]
-        top1, top1_std = _mean_std([m["test_top1_err"] for m in members])
-        top5, _ = _mean_std([m["test_top5_err"] for m in members])
+        top1, top1_std = mean_std([m["test_top1_err"] for m in members])
+        top5, _ = mean_std([m["test_top5_err"] for m in members])
         seeds = [m["seed"] for m in members if m.get("seed") is not None]
         rows.append({
             "ranking": ranking, "ratio": ratio, "finetuned": finetuned, "n": len(members),
@@ -64,11 +56,11 @@ def summary_rows(entries: Sequence[dict], unmasked_top1: Optional[float]) -> lis
 # ------------------------------------------------------------------------------------------------ text
 
 
-def _f(x: Optional[float], digits: int = 2) -> str:
+def _f(x: float | None, digits: int = 2) -> str:
     return DASH if x is None else f"{x:.{digits}f}"
 
 
-def _pm(mean: Optional[float], std: Optional[float]) -> str:
+def _pm(mean: float | None, std: float | None) -> str:
     if mean is None:
         return DASH
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
@@ -144,19 +136,12 @@ def notes(record: dict) -> list[str]:
 
 def render_markdown(record: dict) -> str:
     out = [f"# Analysis of {record['backbone']} + {record['attention']} on {record['data']}", "", "## Masking", ""]
-    out += _md_table(*masking_grid(record))
+    out += markdown_table(*masking_grid(record))
     headers, rows = layer_grid(record)
     out += ["", "## Layers", ""]
-    out += _md_table(headers, rows)
+    out += markdown_table(headers, rows)
     out += [""] + [f"- {line}" for line in notes(record)]
     return "\n".join(out) + "\n"
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    cell = lambda t: str(t).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
-    return lines
 
 
 def render_csv(record: dict) -> str:
@@ -323,7 +308,7 @@ def log_tensorboard(tb_dir, record: dict, figures: dict) -> None:
                     writer.add_scalar(f"analysis/gate_mean/{layer['site']}/{part}", stats["gate_mean"], epoch)
         for tag, fig in figures.items():
             writer.add_image(f"analysis/{tag}", figure_array(fig), epoch, dataformats="HWC")
-        writer.add_text("analysis/masking", "\n".join(_md_table(*masking_grid(record))), epoch)
+        writer.add_text("analysis/masking", "\n".join(markdown_table(*masking_grid(record))), epoch)
     finally:
         writer.flush()
         writer.close()

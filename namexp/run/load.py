@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from namexp.config.schema import RunConfig
 from namexp.errors import UserError
+from namexp.nested import flatten
 from namexp.run.layout import CHECKPOINTS_DIR, RunFolder, SWEEP_FILE
 
 log = logging.getLogger("namexp")
@@ -99,8 +100,6 @@ def _without_retired_keys(config: dict) -> dict:
 
 def _warn_if_changed(trained: dict, now: dict, overrides: list[str]) -> None:
     """Say so when the config tree changed since training (a recomposed key the user did not override differs)."""
-    from namexp.report.collect import flatten
-
     chosen = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     before, after = flatten(_without_retired_keys(trained)), flatten(now)
     changed = [

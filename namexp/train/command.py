@@ -150,7 +150,7 @@ def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
 def _sweep_report(sweep_dir: Path, n_jobs: int, failure: Optional[BaseException]) -> int:
     from rich.console import Console
 
-    from namexp.report.command import write_sweep_table
+    from namexp.compare.command import write_sweep_table
 
     console = Console()
     statuses = _job_statuses(sweep_dir)

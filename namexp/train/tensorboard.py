@@ -13,20 +13,11 @@ from typing import Dict, Iterable, Mapping, Optional
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from namexp.nested import flatten
+
 HPARAM_METRICS = ("hparam/best_top1_err", "hparam/final_top1_err", "hparam/final_top5_err")
 # A NAM weight counts as "small" below this fraction of the uniform weight 1/C.
 SMALL_WEIGHT_FRACTION = 0.1
-
-
-def flatten(tree: Mapping, prefix: str = "") -> Dict[str, object]:
-    flat: Dict[str, object] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def hparam_values(config: Mapping, choices: Mapping[str, str]) -> Dict[str, object]:

@@ -14,8 +14,9 @@ import math
 import os
 from typing import Any, Callable
 
-from namexp.report.collect import MISSING, Run
-from namexp.report.stats import BASELINE, Comparison, Group, format_value
+from namexp.compare.collect import MISSING, Run
+from namexp.compare.stats import BASELINE, Comparison, Group, format_value
+from namexp.tables import markdown_table
 
 FORMATS = ("markdown", "csv", "latex", "json")
 SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".tex": "latex", ".json": "json"}
@@ -314,29 +315,17 @@ def terminal_text(comp: Comparison, width: int = 240) -> str:
 # -------------------------------------------------------------------------------------------- markdown
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
-
-def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(_md_cell(h) for h in headers) + " |"]
-    lines.append("| " + " | ".join("---" for _ in headers) + " |")
-    for row in rows:
-        lines.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-    return lines
-
-
 def render_markdown(comp: Comparison) -> str:
     columns = display_columns(comp)
     lines = [" ".join(notes(comp)), ""]
     if comp.groups:
         rows = [[fn(g, DASH, " ± ") for _, _, fn, _ in columns] for g in comp.groups]
-        lines += _md_table([header for _, header, _, _ in columns], rows)
+        lines += markdown_table([header for _, header, _, _ in columns], rows)
     else:
         lines.append("No completed runs match.")
     if comp.apart:
         lines += ["", f"Runs listed apart (not completed, never averaged): {len(comp.apart)}", ""]
-        lines += _md_table(list(APART_HEADERS), apart_rows(comp))
+        lines += markdown_table(list(APART_HEADERS), apart_rows(comp))
     return "\n".join(lines) + "\n"
 
 

@@ -19,8 +19,8 @@ import warnings as _warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from namexp.compare.collect import MISSING, RECORD_FIELDS, Run
 from namexp.errors import UserError
-from namexp.report.collect import MISSING, RECORD_FIELDS, Run
 
 # Config keys (and everything below them) that do not define the recipe. `sparsity` is the configured
 # weight; the effective one (0 without NAM) is the record's `sparsity` field, which always groups.

@@ -16,8 +16,8 @@ import math
 import warnings as _warnings
 from pathlib import Path
 
+from namexp.compare.stats import Comparison, Group, format_value, number
 from namexp.errors import UserError
-from namexp.report.stats import Comparison, Group, format_value, number
 
 CURVES = "test_top1_curves.png"
 PARAMS = "final_top1_vs_params.png"
@@ -52,7 +52,7 @@ def _panels(groups: list[Group]) -> dict[tuple[str, str], list[Group]]:
 
 
 def _labeller(groups: list[Group]):
-    from namexp.report.render import short_keys
+    from namexp.compare.render import short_keys
 
     names = short_keys(sorted({k for g in groups for k in g.variant}))
     # p=0 is named too where the same attention also appears with a penalty (else "nam" could be either)

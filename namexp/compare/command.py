@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence
 
 import typer
 
+from namexp.compare import plots as _plots
+from namexp.compare.collect import load_runs
+from namexp.compare.render import FORMATS, SUFFIXES, render, render_csv, render_markdown, render_terminal, terminal_text
+from namexp.compare.stats import Comparison, build
 from namexp.files import check_output, output_format, write_text_atomic
-from namexp.report import plots as _plots
-from namexp.report.collect import load_runs
-from namexp.report.render import FORMATS, SUFFIXES, render, render_csv, render_markdown, render_terminal, terminal_text
-from namexp.report.stats import Comparison, build
 
 TEXT_WIDTH = 200  # characters of the terminal table when the output is not a terminal
+
+
 def run_compare(
     paths: Sequence[Path | str],
     *,
@@ -84,26 +86,26 @@ def run_compare(
 
 
 def compare(
-    paths: List[Path] = typer.Argument(
+    paths: list[Path] = typer.Argument(
         ..., help="Run folders, sweep folders (searched recursively for record.json) or record files."
     ),
-    format: Optional[str] = typer.Option(
+    format: str | None = typer.Option(
         None, "--format", "-f", help="markdown | csv | latex | json (to stdout, or to --output)."
     ),
-    output: Optional[Path] = typer.Option(
+    output: Path | None = typer.Option(
         None, "--output", "-o", help="Write the table to this file (format from --format or the suffix)."
     ),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG plots into this folder."),
-    sort: Optional[str] = typer.Option(
+    plot: Path | None = typer.Option(None, "--plot", help="Write PNG plots into this folder."),
+    sort: str | None = typer.Option(
         None, "--sort", help="Sort by a column (e.g. final_top1_mean, params) or config key (e.g. optim.lr)."
     ),
     desc: bool = typer.Option(False, "--desc", help="Sort in descending order."),
-    filter: Optional[List[str]] = typer.Option(
+    filter: list[str] | None = typer.Option(
         None,
         "--filter",
         help="KEY=VALUE[,VALUE...] on a column or config key (also !=, <, <=, >, >=); repeatable.",
     ),
-    ignore: Optional[List[str]] = typer.Option(
+    ignore: list[str] | None = typer.Option(
         None, "--ignore", help="A config key (or subtree) that does not define the recipe; repeatable."
     ),
     masked_ratio: float = typer.Option(

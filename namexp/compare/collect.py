@@ -16,14 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from namexp.errors import UserError
-
-RECORD_NAME = "record.json"
-ANALYSIS_PATH = ("analysis", "analysis.json")
-NAM_WEIGHTS_NAMES = ("nam_weights.json", os.path.join("analysis", "nam_weights.json"))
-
-# Subfolders of a run folder that never hold another run: not descended into (TensorBoard folders
-# alone can hold thousands of files). Hidden folders (.hydra, .git, ...) are skipped everywhere.
-RUN_SUBDIRS = frozenset({"checkpoints", "tb", "evals", "analysis", "__pycache__"})
+from namexp.nested import flatten
+from namexp.run.layout import NAM_WEIGHTS_FILE, RECORD_FILE, RUN_SUBDIRS, RunFolder
 
 # Record fields that can be used as filter keys next to the flattened config keys.
 RECORD_FIELDS = ("data", "backbone", "attention", "sparsity", "sparsity_mode", "seed", "status", "selection_split")
@@ -87,8 +81,8 @@ class Run:
         return self.flat.get(key, MISSING)
 
     def nam_weights_path(self) -> Path | None:
-        for name in NAM_WEIGHTS_NAMES:
-            candidate = self.folder / name
+        folder = RunFolder(self.folder)
+        for candidate in (folder.nam_weights, folder.analysis / NAM_WEIGHTS_FILE):  # train's, else analyze's
             if candidate.is_file():
                 return candidate
         return None
@@ -101,22 +95,6 @@ def freeze(value: Any) -> Any:
     if isinstance(value, dict):
         return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
     return value
-
-
-def flatten(config: Any, prefix: str = "", out: dict | None = None) -> dict:
-    """`{"optim": {"lr": 0.1}}` -> `{"optim.lr": 0.1}`; lists are kept (frozen to tuples) as values."""
-    if out is None:
-        out = {}
-    if isinstance(config, dict):
-        for key, value in config.items():
-            name = f"{prefix}.{key}" if prefix else str(key)
-            if isinstance(value, dict):
-                flatten(value, name, out)  # an empty dict adds no key (as if unset)
-            else:
-                out[name] = freeze(value)
-    elif prefix:
-        out[prefix] = freeze(config)
-    return out
 
 
 def find_records(paths: Iterable[Path | str]) -> list[Path]:
@@ -138,14 +116,16 @@ def find_records(paths: Iterable[Path | str]) -> list[Path]:
         if not os.path.isdir(path):
             raise UserError(f"{path} does not exist: point compare at a run folder or a sweep folder (e.g. runs/multirun/...)")
         for directory, dirnames, filenames in _walk(path):
-            if RECORD_NAME in filenames:
-                add(os.path.join(directory, RECORD_NAME))
+            if RECORD_FILE in filenames:
+                add(os.path.join(directory, RECORD_FILE))
     return found
 
 
 def _walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
     for directory, dirnames, filenames in os.walk(top):
-        is_run = RECORD_NAME in filenames
+        is_run = RECORD_FILE in filenames
+        # Subfolders of a run folder never hold another run: not descended into (TensorBoard folders alone
+        # can hold thousands of files). Hidden folders (.hydra, .git, ...) are skipped everywhere.
         dirnames[:] = sorted(
             d for d in dirnames if not d.startswith(".") and not (is_run and d in RUN_SUBDIRS)
         )
@@ -175,14 +155,14 @@ def load_record(path: Path | str) -> tuple[Run | None, str | None]:
         epochs = []
     curve = [e.get("test_top1_err") if isinstance(e, dict) else None for e in epochs]
     config = record.get("config")
-    flat = flatten(config) if isinstance(config, dict) else {}
+    flat = {key: freeze(value) for key, value in flatten(config).items()} if isinstance(config, dict) else {}
     folder = Path(os.path.dirname(os.path.abspath(path)))
     run = Run(folder=folder, record=record, flat=flat, curve=curve, epochs_done=len(epochs))
     return run, None
 
 
 def load_analysis(run: Run) -> tuple[dict | None, str | None]:
-    path = os.path.join(run.folder, *ANALYSIS_PATH)
+    path = os.fspath(RunFolder(run.folder).analysis_record)
     try:
         analysis = _read_json(path)
     except FileNotFoundError:

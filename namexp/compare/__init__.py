@@ -7,8 +7,8 @@
 - `command`: the Typer command `compare`, `run_compare` and `write_sweep_table`.
 """
 
-from namexp.report.collect import Run, find_records, load_runs
-from namexp.report.stats import IGNORED_KEYS, Comparison, Group, build
+from namexp.compare.collect import Run, find_records, load_runs
+from namexp.compare.stats import IGNORED_KEYS, Comparison, Group, build
 
 __all__ = [
     "IGNORED_KEYS",
@@ -27,7 +27,7 @@ __all__ = [
 def __getattr__(name: str):
     # The command pulls in typer and rich: imported only when asked for.
     if name in ("compare", "run_compare", "write_sweep_table"):
-        from namexp.report import command
+        from namexp.compare import command
 
         return getattr(command, name)
-    raise AttributeError(f"module 'namexp.report' has no attribute {name!r}")
+    raise AttributeError(f"module 'namexp.compare' has no attribute {name!r}")
