@@ -115,9 +115,11 @@ def main() -> None:
     outs = [torch.empty(shape) for shape in shapes]
     megabytes = sum(x.numel() * x.element_size() for x in xs) / 1e6
     step = step_ms(args.backbone, args.batch, args.image_size, max(5, args.repeats // 3))
-    print(f"{args.backbone}, batch {args.batch}: {len(shapes)} NAM sites, {megabytes:.0f} MB of activation "
-          f"per pass over all of them; a training step of {args.backbone} + none takes {step:,.0f} ms "
-          f"({torch.get_num_threads()} threads)")
+    print(
+        f"{args.backbone}, batch {args.batch}: {len(shapes)} NAM sites, {megabytes:.0f} MB of activation "
+        f"per pass over all of them; a training step of {args.backbone} + none takes {step:,.0f} ms "
+        f"({torch.get_num_threads()} threads)"
+    )
     traffic, with_sigmoid = floor_ms(xs, gs, outs, args.repeats)
     rows = [("traffic floor (no sigmoid, no allocation)", traffic), ("floor + the sigmoid's arithmetic", with_sigmoid)]
     rows += [(f"gate, impl={impl}", gate_ms(impl, xs, gs, args.repeats)) for impl in args.impls.split(",")]
@@ -125,8 +127,10 @@ def main() -> None:
     print(f"{'':44s}{'forward':>10s}{'backward':>10s}{'total':>10s}{'x floor':>9s}{'% of step':>11s}")
     for name, t in rows:
         total = t["forward"] + t["backward"]
-        print(f"{name:44s}{t['forward']:8.1f}ms{t['backward']:8.1f}ms{total:8.1f}ms{total / floor:9.2f}"
-              f"{100 * total / step:10.1f}%")
+        print(
+            f"{name:44s}{t['forward']:8.1f}ms{t['backward']:8.1f}ms{total:8.1f}ms{total / floor:9.2f}"
+            f"{100 * total / step:10.1f}%"
+        )
 
 
 if __name__ == "__main__":

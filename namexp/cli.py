@@ -4,10 +4,11 @@ Every command takes Hydra overrides (`key=value`, `group=option`) as extra argum
 can fix (`UserError`) end in one line on stderr and exit code 2 -- no traceback unless `--debug`.
 """
 
+from __future__ import annotations
+
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -26,8 +27,12 @@ OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 @app.command(context_settings=OVERRIDES)
 def train(
     ctx: typer.Context,
-    multirun: bool = typer.Option(False, "--multirun", "-m", help="Sweep: one job per combination of comma-listed values."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run (or sweep) in this folder from its last checkpoint."),
+    multirun: bool = typer.Option(
+        False, "--multirun", "-m", help="Sweep: one job per combination of comma-listed values."
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue the run (or sweep) in this folder from its last checkpoint."
+    ),
     print_config: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
 ) -> None:
     """Train one run, or a sweep with -m. Extra arguments are Hydra overrides, e.g. attention=se trainer.epochs=30."""
@@ -39,10 +44,12 @@ def train(
 
 
 @app.command("eval", context_settings=OVERRIDES)
-def evaluate(
+def eval_command(
     ctx: typer.Context,
     target: Path = typer.Argument(..., help="A run folder or a checkpoint file (.pt)."),
-    checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Which checkpoint of a run folder: last or best."),
+    checkpoint: str = typer.Option(
+        "last", "--checkpoint", "-c", help="Which checkpoint of a run folder: last or best."
+    ),
     split: str = typer.Option("test", "--split", help="test, or val when the run held out a validation split."),
 ) -> None:
     """Evaluate a checkpoint with its own config: loss, top-1/top-5 error, params, FLOPs, latency."""
@@ -65,14 +72,16 @@ def info(
 @app.command(context_settings=OVERRIDES)
 def bench(
     ctx: typer.Context,
-    attentions: str = typer.Option("none,nam,nam_full,se,cbam,bam,tam,eca", "--attentions",
-                                   help="Attention types to measure overheads over none for, comma list "
-                                        "(options as nam:impl=fused)."),
+    attentions: str = typer.Option(
+        "none,nam,nam_full,se,cbam,bam,tam,eca",
+        "--attentions",
+        help="Attention types to measure overheads over none for, comma list (options as nam:impl=fused).",
+    ),
     steps: int = typer.Option(20, "--steps", help="Timed steps per pipeline and repeat (>= 1)."),
     warmup: int = typer.Option(5, "--warmup", help="Untimed steps first, covering torch.compile's compilation (>= 0)."),
     repeats: int = typer.Option(5, "--repeats", help="Interleaved repeats; the median is reported (>= 1)."),
     eval_steps: int = typer.Option(10, "--eval-steps", help="Eval batches per latency repeat (>= 1)."),
-    output: Optional[Path] = typer.Option(None, "--output", help="Also write the result to this file: .json or .md."),
+    output: Path | None = typer.Option(None, "--output", help="Also write the result to this file: .json or .md."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file."),
     skip_reference: bool = typer.Option(False, "--skip-reference", help="Do not time the official script's pipeline."),
     skip_overheads: bool = typer.Option(False, "--skip-overheads", help="Do not measure the attention overheads."),
@@ -84,9 +93,17 @@ def bench(
     from namexp.bench.command import run_bench
     from namexp.bench.plan import BenchOptions
 
-    options = BenchOptions(attentions=attentions, steps=steps, warmup=warmup, repeats=repeats, eval_steps=eval_steps,
-                           output=output.expanduser() if output else None, force=force,
-                           skip_reference=skip_reference, skip_overheads=skip_overheads)
+    options = BenchOptions(
+        attentions=attentions,
+        steps=steps,
+        warmup=warmup,
+        repeats=repeats,
+        eval_steps=eval_steps,
+        output=output.expanduser() if output else None,
+        force=force,
+        skip_reference=skip_reference,
+        skip_overheads=skip_overheads,
+    )
     _exit(run_bench(options, ctx))
 
 
@@ -104,17 +121,19 @@ def _exit(code: int) -> None:
         raise typer.Exit(code)
 
 
-def _print_config(overrides: List[str]) -> None:
+def _print_config(overrides: list[str]) -> None:
     from omegaconf import OmegaConf
 
     from namexp.config import launch
 
     with launch.hydra_app() as hydra:
-        cfg = launch.compose(hydra, [o.input_line for o in launch.parse_overrides(overrides) if not o.is_sweep_override()])
+        cfg = launch.compose(
+            hydra, [o.input_line for o in launch.parse_overrides(overrides) if not o.is_sweep_override()]
+        )
         typer.echo(OmegaConf.to_yaml(launch.job_config(cfg)))
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns errors into exit codes (2: user error, 3: diverged, 130/143: interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("NAMEXP_DEBUG") == "1"
@@ -138,8 +157,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        print(f"error: internal error {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
-              "(run with --debug for the traceback; please report it)", file=sys.stderr)
+        print(
+            f"error: internal error {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+            "(run with --debug for the traceback; please report it)",
+            file=sys.stderr,
+        )
         sys.exit(1)
 
 

@@ -5,6 +5,8 @@ Everything that a user can get wrong (a typo in a config, a missing dataset, a b
 and exits with code 2, without a traceback; any other exception is a bug and keeps its traceback.
 """
 
+from __future__ import annotations
+
 
 class UserError(Exception):
     """A mistake in the user's input, with a message that says how to fix it."""

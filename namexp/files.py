@@ -1,11 +1,13 @@
 """Writing output files: atomically (a reader or a crash never sees half of one), never over a user's file
 without --force, in the format --format names or the file's suffix implies."""
 
+from __future__ import annotations
+
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Callable, Optional
+from typing import IO
 
 from namexp.errors import UserError
 
@@ -54,8 +56,9 @@ def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda f: f.write(text))
 
 
-def output_format(fmt: Optional[str], output: Optional[Path], formats: Sequence[str],
-                  suffixes: Mapping[str, str]) -> Optional[str]:
+def output_format(
+    fmt: str | None, output: Path | None, formats: Sequence[str], suffixes: Mapping[str, str]
+) -> str | None:
     """The table format a command writes: ``--format`` (``md``/``tex`` accepted), else ``--output``'s suffix."""
     aliases = {"md": "markdown", "tex": "latex", **{f: f for f in formats}}
     if fmt is not None:
@@ -66,8 +69,10 @@ def output_format(fmt: Optional[str], output: Optional[Path], formats: Sequence[
     if output is not None:
         resolved = suffixes.get(output.suffix.lower())
         if resolved is None:
-            raise UserError(f"cannot tell the format of --output {output} from its suffix: pass --format "
-                            f"{'|'.join(formats)} or use {', '.join(sorted(set(suffixes) - {'.markdown'}))}")
+            raise UserError(
+                f"cannot tell the format of --output {output} from its suffix: pass --format "
+                f"{'|'.join(formats)} or use {', '.join(sorted(set(suffixes) - {'.markdown'}))}"
+            )
         return resolved
     return None
 

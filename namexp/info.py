@@ -1,6 +1,6 @@
 """`namexp info`: what a composed config builds, and every valid choice of every config group."""
 
-from typing import List
+from __future__ import annotations
 
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -8,10 +8,10 @@ from rich.table import Table
 
 from namexp.config import launch
 from namexp.config.validate import to_run_config
-from namexp.profile import FLOPS_NOTE, count_flops, count_params
+from namexp.costs import FLOPS_NOTE, count_flops, count_params
 
 
-def show_info(overrides: List[str], print_config: bool = False) -> int:
+def show_info(overrides: list[str], print_config: bool = False) -> int:
     from namexp.models import attention_sites
     from namexp.train.build import make_model
 

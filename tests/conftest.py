@@ -5,6 +5,8 @@ pixel-exact `mini/` CIFAR fixtures, otherwise they write tiny CIFAR pickles of t
 "python version" layout. Tests on the full CIFAR-100 use `full_cifar100_root` and skip without it.
 """
 
+from __future__ import annotations
+
 import os
 import pickle
 import shutil
@@ -21,7 +23,9 @@ def shared_data() -> Path | None:
     return Path(value) if value and Path(value).is_dir() else None
 
 
-def write_cifar100(folder: Path, per_class_train: int = 5, per_class_test: int = 5, classes: int = 100, seed: int = 0) -> Path:
+def write_cifar100(
+    folder: Path, per_class_train: int = 5, per_class_test: int = 5, classes: int = 100, seed: int = 0
+) -> Path:
     """A tiny CIFAR-100 in the official layout: cifar-100-python/{train,test,meta}, learnable by colour."""
     rng = np.random.default_rng(seed)
     colours = rng.integers(40, 216, size=(classes, 3))
@@ -33,15 +37,26 @@ def write_cifar100(folder: Path, per_class_train: int = 5, per_class_test: int =
         rng.shuffle(labels)
         images = colours[labels][:, :, None] + rng.normal(0, 20, size=(labels.size, 3, 1024))
         data = images.clip(0, 255).astype(np.uint8).reshape(labels.size, 3072)
-        return {"filenames": [f"img_{i}.png" for i in range(labels.size)], "batch_label": "tiny",
-                "fine_labels": labels.tolist(), "coarse_labels": (labels // 5).tolist(), "data": data}
+        return {
+            "filenames": [f"img_{i}.png" for i in range(labels.size)],
+            "batch_label": "tiny",
+            "fine_labels": labels.tolist(),
+            "coarse_labels": (labels // 5).tolist(),
+            "data": data,
+        }
 
     for name, per_class in (("train", per_class_train), ("test", per_class_test)):
         with open(out / name, "wb") as f:
             pickle.dump(batch(per_class), f, protocol=2)
     with open(out / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"class_{i}" for i in range(classes)],
-                     "coarse_label_names": [f"super_{i}" for i in range(20)]}, f, protocol=2)
+        pickle.dump(
+            {
+                "fine_label_names": [f"class_{i}" for i in range(classes)],
+                "coarse_label_names": [f"super_{i}" for i in range(20)],
+            },
+            f,
+            protocol=2,
+        )
     return folder
 
 
@@ -63,7 +78,9 @@ def cifar100_root(tmp_path: Path) -> Path:
 def full_cifar100_root() -> Path:
     shared = shared_data()
     if shared is None or not (shared / "cifar-100-python.tar.xz").is_file():
-        pytest.skip(f"the full CIFAR-100 is not available: set {TEST_DATA_ENV} to a folder holding cifar-100-python.tar.xz")
+        pytest.skip(
+            f"the full CIFAR-100 is not available: set {TEST_DATA_ENV} to a folder holding cifar-100-python.tar.xz"
+        )
     return shared
 
 

@@ -1,5 +1,7 @@
 """Run the real `namexp` CLI from tests, in this process or in a subprocess, and read run folders."""
 
+from __future__ import annotations
+
 import json
 import logging
 import os
@@ -7,7 +9,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import pytest
 
@@ -34,14 +35,16 @@ class Result:
 
 def _drop_stale_log_handlers() -> None:
     """Hydra's log handlers keep the stdout/stderr of the test that configured them; pytest closes those."""
-    loggers = [logging.getLogger()] + [l for l in logging.Logger.manager.loggerDict.values() if isinstance(l, logging.Logger)]
+    loggers = [logging.getLogger()] + [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
     for logger in loggers:
         for handler in list(logger.handlers):
             if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, "closed", False):
                 logger.removeHandler(handler)
 
 
-def run_inproc(args: List[str], capsys: pytest.CaptureFixture) -> Result:
+def run_inproc(args: list[str], capsys: pytest.CaptureFixture) -> Result:
     """`namexp ARGS` in this process (fast: torch is imported once for the whole session)."""
     _drop_stale_log_handlers()
     try:
@@ -53,10 +56,16 @@ def run_inproc(args: List[str], capsys: pytest.CaptureFixture) -> Result:
     return Result(code, captured.out, captured.err)
 
 
-def run_subprocess(args: List[str], cwd: Path, env: Optional[Dict[str, str]] = None, timeout: int = 600) -> Result:
+def run_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> Result:
     """`python -m namexp ARGS` in a fresh process, as a user runs it."""
-    proc = subprocess.run([sys.executable, "-m", "namexp", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "namexp", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

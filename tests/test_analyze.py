@@ -4,6 +4,8 @@ Two tiny runs (resnet20 + nam, resnet20 + none; one epoch on 100 training images
 images) are trained once for the whole module; every analysis keeps to few ratios and seeds.
 """
 
+from __future__ import annotations
+
 import csv
 import io
 import json
@@ -70,11 +72,27 @@ def analysis_of(run: Path) -> dict:
 def test_nam_run_full_analysis_outputs_and_compare(tiny, capsys):
     run, root = tiny["nam"], tiny["root"]
     checkpoints = {p.name: p.read_bytes() for p in (run / "checkpoints").glob("*.pt")}
-    result = run_inproc(["analyze", str(run), *QUICK, "--finetune-epochs", "1", "--finetune-ratio", "0.3", "--limit-batches", "1",
-                         f"data.root={root}", "trainer.device=cpu"], capsys)
+    result = run_inproc(
+        [
+            "analyze",
+            str(run),
+            *QUICK,
+            "--finetune-epochs",
+            "1",
+            "--finetune-ratio",
+            "0.3",
+            "--limit-batches",
+            "1",
+            f"data.root={root}",
+            "trainer.device=cpu",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     assert "Masked channels" in result.out and "err nam" in result.out
-    assert {p.name: p.read_bytes() for p in (run / "checkpoints").glob("*.pt")} == checkpoints  # fine-tuning used a copy
+    assert {
+        p.name: p.read_bytes() for p in (run / "checkpoints").glob("*.pt")
+    } == checkpoints  # fine-tuning used a copy
     a = analysis_of(run)
     final = read_record(run)["final"]["test_top1_err"]
 
@@ -89,7 +107,11 @@ def test_nam_run_full_analysis_outputs_and_compare(tiny, capsys):
         assert e["ranking"] in ("nam", "bn", "random") and isinstance(e["finetuned"], bool)
         assert isinstance(e["ratio"], float) and 0 <= e["test_top1_err"] <= 100 and "seed" in e
     tuned = [e for e in a["masking"] if e["finetuned"]]
-    assert {(e["ranking"], e["seed"], e["ratio"]) for e in tuned} == {("nam", None, 0.3), ("bn", None, 0.3), ("random", 0, 0.3)}
+    assert {(e["ranking"], e["seed"], e["ratio"]) for e in tuned} == {
+        ("nam", None, 0.3),
+        ("bn", None, 0.3),
+        ("random", 0, 0.3),
+    }
     sites = [s["site"] for s in a["sites"]]
     assert len(sites) == 9 and sites[0] == "layer1.0.attention"
     expected = sum(masked_count(0.3, s["channels"]) for s in a["sites"])
@@ -112,7 +134,11 @@ def test_nam_run_full_analysis_outputs_and_compare(tiny, capsys):
     scalars = set(acc.Tags()["scalars"])
     assert "test/top1_err" in scalars  # the training's events are still there
     assert [e.step for e in acc.Scalars("analysis/masked_top1_err/nam")] == [0, 30]
-    assert {"analysis/masked_top1_err/bn", "analysis/masked_top1_err/random", "analysis/finetuned_top1_err/nam"} <= scalars
+    assert {
+        "analysis/masked_top1_err/bn",
+        "analysis/masked_top1_err/random",
+        "analysis/finetuned_top1_err/nam",
+    } <= scalars
     assert "analysis/masking" in acc.Tags()["images"]
 
     # compare shows the err@30% columns from analysis.json
@@ -120,8 +146,13 @@ def test_nam_run_full_analysis_outputs_and_compare(tiny, capsys):
     assert shown.code == 0, shown.err
     header, _, row = [line for line in shown.out.splitlines() if line.startswith("|")][:3]
     cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
-    plain30 = {(e["ranking"], e["seed"]): e["test_top1_err"] for e in a["masking"] if e["ratio"] == 0.3 and not e["finetuned"]}
-    assert cells["err@30% nam"] == f"{plain30[('nam', None)]:.2f}" and cells["err@30% bn"] == f"{plain30[('bn', None)]:.2f}"
+    plain30 = {
+        (e["ranking"], e["seed"]): e["test_top1_err"] for e in a["masking"] if e["ratio"] == 0.3 and not e["finetuned"]
+    }
+    assert (
+        cells["err@30% nam"] == f"{plain30[('nam', None)]:.2f}"
+        and cells["err@30% bn"] == f"{plain30[('bn', None)]:.2f}"
+    )
     assert cells["err@30% random"] == f"{(plain30[('random', 0)] + plain30[('random', 1)]) / 2:.2f}"
 
     # every format parses back (renderers on the record just written)
@@ -140,20 +171,50 @@ def test_nam_run_full_analysis_outputs_and_compare(tiny, capsys):
     assert len(tables) == 2
     for table in tables:
         widths = {line.count("|") - line.count("\\|") for line in table}
-        assert len(widths) == 1 and set(table[1].replace("|", "").replace(" ", "")) == {"-"}  # "| --- |" (namexp.tables)
+        assert len(widths) == 1 and set(table[1].replace("|", "").replace(" ", "")) == {
+            "-"
+        }  # "| --- |" (namexp.tables)
     assert len(tables[0]) == 2 + 2  # header, rule, ratios 0 and 0.3
 
 
 def test_rerun_keeps_previous_and_writes_formats(tiny, capsys, tmp_path):
     run = tiny["nam"]
-    first = run_inproc(["analyze", str(run), "--ratios", "0", "--random-seeds", "1", "--finetune-epochs", "0",
-                        "--no-tensorboard", "--format", "json"], capsys)
+    first = run_inproc(
+        [
+            "analyze",
+            str(run),
+            "--ratios",
+            "0",
+            "--random-seeds",
+            "1",
+            "--finetune-epochs",
+            "0",
+            "--no-tensorboard",
+            "--format",
+            "json",
+        ],
+        capsys,
+    )
     assert first.code == 0, first.err
     parsed = json.loads(first.out)  # only the JSON on stdout; messages on stderr
     assert {e["ratio"] for e in parsed["masking"]} == {0.0} and not any(e["finetuned"] for e in parsed["masking"])
     out = tmp_path / "table.csv"
-    second = run_inproc(["analyze", str(run), "--ratios", "0.5", "--rankings", "bn", "--finetune-epochs", "0",
-                         "--no-tensorboard", "--output", str(out)], capsys)
+    second = run_inproc(
+        [
+            "analyze",
+            str(run),
+            "--ratios",
+            "0.5",
+            "--rankings",
+            "bn",
+            "--finetune-epochs",
+            "0",
+            "--no-tensorboard",
+            "--output",
+            str(out),
+        ],
+        capsys,
+    )
     assert second.code == 0, second.err
     rows = list(csv.DictReader(out.open()))
     assert [(r["ranking"], r["ratio"]) for r in rows] == [("bn", "0.0"), ("bn", "0.5")]  # 0 is always added
@@ -177,8 +238,12 @@ def test_masks_zero_exactly_the_lowest_ranked_channels(tiny):
         masks = make_masks(channel_order(scores), 0.3)
         seen = {}
         with masks_applied(model, masks):
-            handles = [model.get_submodule(s.site).register_forward_hook(
-                lambda m, i, o, name=s.site: seen.__setitem__(name, o.detach())) for s in sites]
+            handles = [
+                model.get_submodule(s.site).register_forward_hook(
+                    lambda m, i, o, name=s.site, seen=seen: seen.__setitem__(name, o.detach())
+                )
+                for s in sites
+            ]
             with torch.no_grad():
                 model(images)
             for h in handles:
@@ -208,7 +273,9 @@ def test_run_without_nam_gets_bn_and_random_only(tiny, capsys):
     assert result.code == 0, result.err
     a = analysis_of(run)
     assert {e["ranking"] for e in a["masking"]} == {"bn", "random"} and a["config"]["rankings"] == ["bn", "random"]
-    assert all(e["test_top1_err"] == read_record(run)["final"]["test_top1_err"] for e in a["masking"] if e["ratio"] == 0)
+    assert all(
+        e["test_top1_err"] == read_record(run)["final"]["test_top1_err"] for e in a["masking"] if e["ratio"] == 0
+    )
     assert all(layer["nam"] == {} and layer["bn"] is not None for layer in a["layers"])
     assert a["sparsity"] == read_record(run)["sparsity"] == 0.0  # the effective weight: nothing to act on
     assert not (run / "analysis" / "nam_weights.json").exists()
@@ -216,19 +283,22 @@ def test_run_without_nam_gets_bn_and_random_only(tiny, capsys):
     assert refused.code == 2 and "ranking nam is not available" in refused.err and "Traceback" not in refused.err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--ratios", "0,1"], "outside [0, 1)"),
-    (["--ratios", "-0.1"], "outside [0, 1)"),
-    (["--ratios", "a"], "not a number"),
-    (["--finetune-ratio", "1.5"], "outside [0, 1)"),
-    (["--rankings", "slimming"], "unknown ranking"),
-    (["--thresholds", "0"], "not positive"),
-    (["--checkpoint", "middle"], "use last or best"),
-    (["--format", "xml"], "unknown --format"),
-    (["--random-seeds", "-1"], "negative"),
-    (["--finetune-lr", "0"], "--finetune-lr"),
-    (["trainer"], "key=value"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ratios", "0,1"], "outside [0, 1)"),
+        (["--ratios", "-0.1"], "outside [0, 1)"),
+        (["--ratios", "a"], "not a number"),
+        (["--finetune-ratio", "1.5"], "outside [0, 1)"),
+        (["--rankings", "slimming"], "unknown ranking"),
+        (["--thresholds", "0"], "not positive"),
+        (["--checkpoint", "middle"], "use last or best"),
+        (["--format", "xml"], "unknown --format"),
+        (["--random-seeds", "-1"], "negative"),
+        (["--finetune-lr", "0"], "--finetune-lr"),
+        (["trainer"], "key=value"),
+    ],
+)
 def test_bad_inputs_are_user_errors(tiny, capsys, args, message):
     result = run_inproc(["analyze", str(tiny["nam"]), *args], capsys)
     assert result.code == 2, (result.out, result.err)
@@ -258,11 +328,14 @@ def trained_looking_model(attention: str, options: dict | None = None) -> torch.
     return model.eval()
 
 
-@pytest.mark.parametrize("attention, rankings, parts", [
-    ("nam_full", ["nam", "bn", "random"], {"channel", "spatial"}),
-    ("nam_spatial", ["bn", "random"], {"spatial"}),
-    ("bam", ["bn", "random"], set()),  # between-stage attention: the block-level slots are identities
-])
+@pytest.mark.parametrize(
+    "attention, rankings, parts",
+    [
+        ("nam_full", ["nam", "bn", "random"], {"channel", "spatial"}),
+        ("nam_spatial", ["bn", "random"], {"spatial"}),
+        ("bam", ["bn", "random"], set()),  # between-stage attention: the block-level slots are identities
+    ],
+)
 def test_sites_gates_and_exact_zero_ratio_for_other_attentions(attention, rankings, parts):
     from namexp.analysis.masking import StudyPlan, available_rankings, run_study
     from namexp.analysis.weights import gate_means, layer_stats
@@ -281,8 +354,10 @@ def test_sites_gates_and_exact_zero_ratio_for_other_attentions(attention, rankin
     if parts:  # the recorded mean gates are sigmoid(w ⊙ BN(F)) as the network computes it
         module = sites[0].module
         seen = {}
-        handles = [getattr(module, p).register_forward_pre_hook(lambda m, i, p=p: seen.__setitem__(p, i[0].detach()))
-                   for p in parts]
+        handles = [
+            getattr(module, p).register_forward_pre_hook(lambda m, i, p=p: seen.__setitem__(p, i[0].detach()))
+            for p in parts
+        ]
         with torch.no_grad():
             model(batch[0][0])
             for h in handles:
@@ -293,7 +368,9 @@ def test_sites_gates_and_exact_zero_ratio_for_other_attentions(attention, rankin
                 assert torch.allclose(gates[sites[0].site]["channel"].float(), expected, atol=1e-6)
             if "spatial" in parts:
                 pixels = seen["spatial"].flatten(2).transpose(1, 2)
-                expected = torch.sigmoid(module.spatial.bn(pixels) * module.spatial.weights().view(1, -1, 1)).mean(dim=(0, 2))
+                expected = torch.sigmoid(module.spatial.bn(pixels) * module.spatial.weights().view(1, -1, 1)).mean(
+                    dim=(0, 2)
+                )
                 assert torch.allclose(gates[sites[0].site]["spatial"].float(), expected, atol=1e-6)
 
     plain = evaluate(model, batch, "fp32", cpu)

@@ -36,8 +36,17 @@ def test_registry_names_and_placements():
     assert attention_names() == EXPECTED_NAMES
     placements = {name: cls.placement for name, cls in ATTENTION_REGISTRY.items()}
     assert placements == {
-        "none": "none", "nam": "block", "nam_spatial": "block", "nam_full": "block", "se": "block",
-        "cbam": "block", "bam": "stage", "tam": "block", "eca": "block", "nonlocal": "middle", "half": "block",
+        "none": "none",
+        "nam": "block",
+        "nam_spatial": "block",
+        "nam_full": "block",
+        "se": "block",
+        "cbam": "block",
+        "bam": "stage",
+        "tam": "block",
+        "eca": "block",
+        "nonlocal": "middle",
+        "half": "block",
     }
 
 

@@ -1,10 +1,12 @@
 """The on-device batch augmentation draws the same crops and flips as the reference per-image transforms."""
 
+from __future__ import annotations
+
 from collections import Counter
 
 import torch
-from torchvision import transforms as T
 from PIL import Image
+from torchvision import transforms as T
 
 from namexp.data.augment import BatchAugment, Normalizer
 
@@ -32,7 +34,7 @@ def _candidates(image: torch.Tensor) -> dict:
     out = {}
     for dy in range(2 * PAD + 1):
         for dx in range(2 * PAD + 1):
-            crop = (padded[:, dy:dy + SIZE, dx:dx + SIZE] - shift) / scale
+            crop = (padded[:, dy : dy + SIZE, dx : dx + SIZE] - shift) / scale
             out[(dy, dx, False)] = crop
             out[(dy, dx, True)] = crop.flip(-1)
     return out
@@ -63,7 +65,9 @@ def test_on_device_augmentation_matches_the_reference_distribution():
         assert (batch >= low[None, :, None, None] - 1e-5).all() and (batch <= high[None, :, None, None] + 1e-5).all()
 
     candidates = _candidates(image)
-    seen = {name: Counter(_identify(x, candidates) for x in batch[:1500]) for name, batch in (("ours", ours), ("ref", ref))}
+    seen = {
+        name: Counter(_identify(x, candidates) for x in batch[:1500]) for name, batch in (("ours", ours), ("ref", ref))
+    }
     for name, counts in seen.items():
         offsets = Counter((dy, dx) for dy, dx, _ in counts.elements())
         flips = sum(n for (_, _, f), n in counts.items() if f)

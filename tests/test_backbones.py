@@ -45,9 +45,16 @@ def test_cifar_stem_forward_backward(backbone, attention):
 
 
 IMAGENET_CASES = [("resnet18", a) for a in attention_names()] + [
-    ("resnet50", "none"), ("resnet50", "nam_full"), ("resnet50", "bam"), ("resnet50", "nonlocal"),
-    ("resnet34", "tam"), ("mobilenetv2", "none"), ("mobilenetv2", "nam_full"), ("mobilenetv2", "bam"),
-    ("mobilenetv2", "nonlocal"), ("mobilenetv2", "cbam"),
+    ("resnet50", "none"),
+    ("resnet50", "nam_full"),
+    ("resnet50", "bam"),
+    ("resnet50", "nonlocal"),
+    ("resnet34", "tam"),
+    ("mobilenetv2", "none"),
+    ("mobilenetv2", "nam_full"),
+    ("mobilenetv2", "bam"),
+    ("mobilenetv2", "nonlocal"),
+    ("mobilenetv2", "cbam"),
 ]
 
 
@@ -176,8 +183,13 @@ def test_sites_through_a_wrapper_and_as_records():
 
 @pytest.mark.parametrize(
     "backbone, image_size, stem",
-    [("resnet18", 64, "imagenet"), ("resnet50", 72, "imagenet"), ("resnet20", 32, "cifar"),
-     ("mobilenetv2", 32, "cifar"), ("mobilenetv2", 64, "imagenet")],
+    [
+        ("resnet18", 64, "imagenet"),
+        ("resnet50", 72, "imagenet"),
+        ("resnet20", 32, "cifar"),
+        ("mobilenetv2", 32, "cifar"),
+        ("mobilenetv2", 64, "imagenet"),
+    ],
 )
 def test_recorded_sizes_match_the_real_feature_maps(backbone, image_size, stem):
     """Each site's recorded (channels, H, W) is what actually flows into the module there."""
@@ -188,7 +200,9 @@ def test_recorded_sizes_match_the_real_feature_maps(backbone, image_size, stem):
         seen = {}
         for site in sites:
             model.get_submodule(site.site).register_forward_hook(
-                lambda module, inputs, output, name=site.site: seen.__setitem__(name, tuple(inputs[0].shape[1:]))
+                lambda module, inputs, output, name=site.site, seen=seen: seen.__setitem__(
+                    name, tuple(inputs[0].shape[1:])
+                )
             )
         model(torch.randn(1, 3, image_size, image_size))
         assert seen == {site.site: (site.channels, *site.spatial_size) for site in sites}
@@ -200,8 +214,9 @@ def test_recorded_sizes_match_the_real_feature_maps(backbone, image_size, stem):
 def test_backbone_init_leaves_attention_init_alone():
     model = build_model("resnet18", "cbam", num_classes=10, image_size=32)
     assert all(b.attention.spatial_gate.bn.weight.item() == 0.0 for b in model.modules() if hasattr(b, "bn2"))
-    assert all(m.weight.eq(1).all() for n, m in model.named_modules()
-               if isinstance(m, nn.BatchNorm2d) and "attention" not in n)
+    assert all(
+        m.weight.eq(1).all() for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and "attention" not in n
+    )
     nl = build_model("resnet18", "nonlocal", num_classes=10, image_size=32).stage_attention["layer2"]
     assert nl.out_bn.weight.eq(0).all() and nl.theta.weight.std() < 0.02  # not He-initialised (std ~0.12)
     conv = model.layer3[0].conv1  # He init, fan_out: std = sqrt(2 / (256 * 9))
@@ -242,8 +257,13 @@ def test_backbone_specific_errors():
 def test_auto_stem_and_options_reach_the_modules():
     assert build_model("resnet18", num_classes=10, image_size=64).conv1.kernel_size == (3, 3)
     assert build_model("resnet18", num_classes=10, image_size=96).conv1.kernel_size == (7, 7)
-    model = build_model("resnet18", "nam", num_classes=10, image_size=32,
-                        attention_options={"abs_weights": False, "detach_weights": False})
+    model = build_model(
+        "resnet18",
+        "nam",
+        num_classes=10,
+        image_size=32,
+        attention_options={"abs_weights": False, "detach_weights": False},
+    )
     assert not model.layer1[0].attention.abs_weights and not model.layer4[1].attention.detach_weights
     assert model.build_config["attention_options"] == {"abs_weights": False, "detach_weights": False}
 
@@ -257,13 +277,18 @@ def test_nam_spatial_model_rejects_another_image_size():
 # --- the same mistakes in a config: one line that names the key ------------------------------------------
 
 
-@pytest.mark.parametrize("overrides, words", [
-    (["backbone=resnet18", "backbone.width_mult=0.5"], ["backbone.width_mult=0.5", "mobilenetv2 only"]),
-    (["backbone=resnet20", "backbone.stem=imagenet"], ["CIFAR network", "backbone.stem=imagenet"]),
-    (["attention=se", "++attention.options.ratio=4"], ["'ratio'", "reduction", "attention.options.ratio"]),
-    (["attention=cbam", "++attention.options.kernel_size=4"],
-     ["kernel_size=4", "3 or 5", "attention.options.kernel_size"]),
-])
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        (["backbone=resnet18", "backbone.width_mult=0.5"], ["backbone.width_mult=0.5", "mobilenetv2 only"]),
+        (["backbone=resnet20", "backbone.stem=imagenet"], ["CIFAR network", "backbone.stem=imagenet"]),
+        (["attention=se", "++attention.options.ratio=4"], ["'ratio'", "reduction", "attention.options.ratio"]),
+        (
+            ["attention=cbam", "++attention.options.kernel_size=4"],
+            ["kernel_size=4", "3 or 5", "attention.options.kernel_size"],
+        ),
+    ],
+)
 def test_config_mistakes_name_the_config_key(overrides, words, capsys):
     result = run_inproc(["info", "data=synthetic", *overrides], capsys)
     assert result.code == 2

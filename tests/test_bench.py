@@ -1,5 +1,7 @@
 """`namexp bench`: a smoke test (it runs and reports every figure) and its option handling. No timing assertions."""
 
+from __future__ import annotations
+
 import json
 import math
 
@@ -10,9 +12,24 @@ from namexp.bench import command
 from namexp.bench.plan import parse_attentions
 from namexp.errors import UserError
 
-SMOKE = ["bench", "data=synthetic", "backbone=resnet20", "trainer.batch_size=16", "trainer.eval_batch_size=32",
-         "trainer.num_workers=1", "--steps", "2", "--warmup", "1", "--repeats", "1", "--eval-steps", "1",
-         "--attentions", "none,nam"]
+SMOKE = [
+    "bench",
+    "data=synthetic",
+    "backbone=resnet20",
+    "trainer.batch_size=16",
+    "trainer.eval_batch_size=32",
+    "trainer.num_workers=1",
+    "--steps",
+    "2",
+    "--warmup",
+    "1",
+    "--repeats",
+    "1",
+    "--eval-steps",
+    "1",
+    "--attentions",
+    "none,nam",
+]
 
 
 def _positive(value) -> bool:
@@ -59,25 +76,31 @@ def test_bench_refuses_to_overwrite_and_checks_the_suffix(tmp_path, capsys):
     assert result.code == 2 and ".json or .md" in result.err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--bogus", "1"], "unknown option '--bogus'"),
-    (["--steps", "0"], "must be >= 1"),
-    (["--warmup=-1"], "must be >= 0"),
-    (["-m"], "unknown option '-m'"),
-    (["attention=nam,se"], "--attentions"),
-    (["--attentions", "none,nope"], "unknown attention 'nope'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus", "1"], "unknown option '--bogus'"),
+        (["--steps", "0"], "must be >= 1"),
+        (["--warmup=-1"], "must be >= 0"),
+        (["-m"], "unknown option '-m'"),
+        (["attention=nam,se"], "--attentions"),
+        (["--attentions", "none,nope"], "unknown attention 'nope'"),
+    ],
+)
 def test_bench_option_errors_are_one_line_user_errors(args, message, capsys):
     result = run_inproc(["bench", "data=synthetic", *args], capsys)
     assert result.code == 2
     assert message in result.err and len(result.err.strip().splitlines()) == 1, result.err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--steps", "zero"], "Invalid value for '--steps'"),
-    (["--steps"], "requires an argument"),
-    (["--force=yes"], "does not take a value"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--steps", "zero"], "Invalid value for '--steps'"),
+        (["--steps"], "requires an argument"),
+        (["--force=yes"], "does not take a value"),
+    ],
+)
 def test_malformed_flags_are_typer_usage_errors(args, message, capsys):
     result = run_inproc(["bench", "data=synthetic", *args], capsys)
     assert result.code == 2
@@ -92,15 +115,38 @@ def test_options_and_overrides_are_separated(monkeypatch, capsys):
         raise UserError("planned")
 
     monkeypatch.setattr(command, "plan_bench", plan_bench)
-    result = run_inproc(["bench", "data=synthetic", "--steps", "3", "trainer.batch_size=8", "--warmup=2",
-                         "--skip-reference", "--output", "x.md"], capsys)
+    result = run_inproc(
+        [
+            "bench",
+            "data=synthetic",
+            "--steps",
+            "3",
+            "trainer.batch_size=8",
+            "--warmup=2",
+            "--skip-reference",
+            "--output",
+            "x.md",
+        ],
+        capsys,
+    )
     assert result.code == 2 and "planned" in result.err
     opts = seen["options"]
     assert seen["overrides"] == ["data=synthetic", "trainer.batch_size=8"]
     assert (opts.steps, opts.warmup, opts.repeats, opts.skip_reference, opts.output.name) == (3, 2, 5, True, "x.md")
     # The record's command: the overrides, then the options given (in the command's order), defaults left out.
-    assert seen["argv"] == ["namexp", "bench", "data=synthetic", "trainer.batch_size=8", "--steps", "3", "--warmup", "2",
-                            "--output", "x.md", "--skip-reference"]
+    assert seen["argv"] == [
+        "namexp",
+        "bench",
+        "data=synthetic",
+        "trainer.batch_size=8",
+        "--steps",
+        "3",
+        "--warmup",
+        "2",
+        "--output",
+        "x.md",
+        "--skip-reference",
+    ]
     assert "--steps VALUE" in seen["valid_flags"] and "--force" in seen["valid_flags"]
 
 

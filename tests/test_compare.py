@@ -15,23 +15,37 @@ import typer
 from scipy import stats as sps
 from typer.testing import CliRunner
 
-from namexp.errors import UserError
 from namexp.compare import build, load_runs
 from namexp.compare.command import compare, run_compare, write_sweep_table
 from namexp.compare.render import render_csv, render_json, render_latex, render_markdown
 from namexp.compare.stats import IGNORED_KEYS
+from namexp.errors import UserError
 
 # --------------------------------------------------------------------------------------------- helpers
 
 BASE_CONFIG = {
-    "data": {"name": "cifar100", "root": None, "download": True, "cache_dir": None, "num_classes": 100,
-             "mean": [0.5, 0.5, 0.5], "val_split": 0},
+    "data": {
+        "name": "cifar100",
+        "root": None,
+        "download": True,
+        "cache_dir": None,
+        "num_classes": 100,
+        "mean": [0.5, 0.5, 0.5],
+        "val_split": 0,
+    },
     "backbone": {"name": "resnet18", "stem": "auto", "width_mult": 1.0},
     "attention": {"name": "none", "options": {}},
     "optim": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
     "sched": {"name": "multistep", "milestones": [60, 120, 160], "gamma": 0.2},
-    "trainer": {"epochs": 3, "batch_size": 128, "device": "auto", "num_workers": 4, "log_interval": 50,
-                "progress": "auto", "resume": False},
+    "trainer": {
+        "epochs": 3,
+        "batch_size": 128,
+        "device": "auto",
+        "num_workers": 4,
+        "log_interval": 50,
+        "progress": "auto",
+        "resume": False,
+    },
     "seed": 0,
     "sparsity": 1e-4,
     "sparsity_mode": "loss",
@@ -81,21 +95,50 @@ def make_run(
     entries = []
     for e in range(1, n_epochs + 1):
         err = final + 10.0 * (epochs - e)
-        entries.append({
-            "epoch": e, "train_loss": 1.0 / e, "train_top1_err": err - 5, "test_loss": 1.5 / e,
-            "test_top1_err": err, "test_top5_err": err / 3, "val_loss": None, "val_top1_err": None,
-            "val_top5_err": None, "lr": 0.1, "penalty": 0.0, "nam_l1": None, "seconds": 10.0, "img_s": 5000.0,
-        })
+        entries.append(
+            {
+                "epoch": e,
+                "train_loss": 1.0 / e,
+                "train_top1_err": err - 5,
+                "test_loss": 1.5 / e,
+                "test_top1_err": err,
+                "test_top5_err": err / 3,
+                "val_loss": None,
+                "val_top1_err": None,
+                "val_top5_err": None,
+                "lr": 0.1,
+                "penalty": 0.0,
+                "nam_l1": None,
+                "seconds": 10.0,
+                "img_s": 5000.0,
+            }
+        )
     effective = cfg["sparsity"] if attention.startswith("nam") else 0.0
     record = {
-        "format": 1, "status": status, "error": error, "run_dir": "/elsewhere/" + name,
-        "created": "2024-01-01T00:00:00", "updated": "2024-01-01T01:00:00",
-        "backbone": backbone, "attention": attention, "data": data, "seed": seed, "sparsity": effective,
-        "sparsity_mode": cfg["sparsity_mode"], "choices": {"data": data, "backbone": backbone, "attention": attention},
-        "overrides": [f"attention={attention}", f"seed={seed}"], "config": cfg,
-        "params": PARAMS.get(attention, 11_250_000), "flops": 1_114_000_000, "macs": 557_000_000,
-        "throughput_img_s": 5000.0 + seed, "placement": [], "environment": {"device": "cpu"},
-        "eval_split": "test", "selection_split": selection_split, "epochs": entries,
+        "format": 1,
+        "status": status,
+        "error": error,
+        "run_dir": "/elsewhere/" + name,
+        "created": "2024-01-01T00:00:00",
+        "updated": "2024-01-01T01:00:00",
+        "backbone": backbone,
+        "attention": attention,
+        "data": data,
+        "seed": seed,
+        "sparsity": effective,
+        "sparsity_mode": cfg["sparsity_mode"],
+        "choices": {"data": data, "backbone": backbone, "attention": attention},
+        "overrides": [f"attention={attention}", f"seed={seed}"],
+        "config": cfg,
+        "params": PARAMS.get(attention, 11_250_000),
+        "flops": 1_114_000_000,
+        "macs": 557_000_000,
+        "throughput_img_s": 5000.0 + seed,
+        "placement": [],
+        "environment": {"device": "cpu"},
+        "eval_split": "test",
+        "selection_split": selection_split,
+        "epochs": entries,
         "best": {**entries[-1], "test_top1_err": best, "test_top5_err": best / 3} if status == "completed" else None,
         "final": {**entries[-1], "test_top5_err": final / 3} if status == "completed" else None,
         "world_size": 1,
@@ -227,21 +270,29 @@ def test_seeds_group_together_and_other_keys_split(tmp_path: Path):
         make_run(tmp_path, f"none{seed}", attention="none", seed=seed, final=30.0 + seed)
         make_run(tmp_path, f"none_lr{seed}", attention="none", seed=seed, final=32.0 + seed, config={"optim.lr": 0.05})
         make_run(tmp_path, f"nam{seed}", attention="nam", seed=seed, final=29.0 + seed)
-        make_run(tmp_path, f"nam_abs{seed}", attention="nam", seed=seed, final=28.0 + seed,
-                 config={"attention.options": {"abs_weights": True}})
+        make_run(
+            tmp_path,
+            f"nam_abs{seed}",
+            attention="nam",
+            seed=seed,
+            final=28.0 + seed,
+            config={"attention.options": {"abs_weights": True}},
+        )
         make_run(tmp_path, f"se{seed}", attention="se", seed=seed, final=29.5 + seed)
     comp = build(load_runs([tmp_path])[0])
     assert len(comp.groups) == 5 and all(g.stats["n"] == 2 for g in comp.groups)
     variants = sorted(g.variant_text for g in comp.groups)
     # optim.lr splits the none runs and shows for every group of that data/backbone; abs_weights shows only
     # for nam (where it differs); se's reduction and the per-seed data.root/trainer.device never show.
-    assert variants == sorted([
-        "optim.lr=0.05",
-        "optim.lr=0.1",
-        "attention.options.abs_weights=(unset), optim.lr=0.1",
-        "attention.options.abs_weights=true, optim.lr=0.1",
-        "optim.lr=0.1",
-    ])
+    assert variants == sorted(
+        [
+            "optim.lr=0.05",
+            "optim.lr=0.1",
+            "attention.options.abs_weights=(unset), optim.lr=0.1",
+            "attention.options.abs_weights=true, optim.lr=0.1",
+            "optim.lr=0.1",
+        ]
+    )
     nam_groups = [g for g in comp.groups if g.attention == "nam"]
     for g in nam_groups:  # both nam variants are compared with the lr=0.1 none baseline
         assert g.baseline is not None and g.baseline.variant == {"optim.lr": 0.1}
@@ -254,8 +305,14 @@ def test_seeds_group_together_and_other_keys_split(tmp_path: Path):
 def test_bookkeeping_keys_constant_and_ignore_option(tmp_path: Path):
     assert {"seed", "sparsity", "data.root", "trainer.device", "hydra"} <= set(IGNORED_KEYS)
     for seed in range(3):
-        make_run(tmp_path, f"r{seed}", attention="nam", seed=seed, final=29.0 + seed,
-                 config={"trainer.run_name": f"nam-s{seed}", "hydra.job.num": seed})
+        make_run(
+            tmp_path,
+            f"r{seed}",
+            attention="nam",
+            seed=seed,
+            final=29.0 + seed,
+            config={"trainer.run_name": f"nam-s{seed}", "hydra.job.num": seed},
+        )
     runs = load_runs([tmp_path])[0]
     comp = build(runs)
     assert len(comp.groups) == 3  # a per-run name splits ...
@@ -269,8 +326,9 @@ def test_unfinished_failed_diverged_listed_apart(tmp_path: Path):
         make_run(tmp_path, f"ok{seed}", attention="nam", seed=seed, final=final)
     make_run(tmp_path, "failed", attention="nam", seed=2, final=99.0, status="failed", error="CUDA out of memory")
     make_run(tmp_path, "diverged", attention="nam", seed=3, final=99.0, status="diverged", error="loss is nan")
-    make_run(tmp_path, "interrupted", attention="nam", seed=4, final=99.0, status="interrupted", error="SIGTERM",
-             epochs=5)
+    make_run(
+        tmp_path, "interrupted", attention="nam", seed=4, final=99.0, status="interrupted", error="SIGTERM", epochs=5
+    )
     make_run(tmp_path, "running", attention="nam", seed=5, final=99.0, status="running")
     comp = build(load_runs([tmp_path])[0])
     assert len(comp.groups) == 1
@@ -342,8 +400,8 @@ def test_every_format_parses_back(sweep: Path, tmp_path: Path):
 
     tex = render_latex(comp)
     assert "\\begin{tabular}" in tex and "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
-    body = tex[tex.index("\\midrule") + len("\\midrule"): tex.index("\\bottomrule")].strip().splitlines()
-    header = tex[tex.index("\\toprule") + len("\\toprule"): tex.index("\\midrule")].strip()
+    body = tex[tex.index("\\midrule") + len("\\midrule") : tex.index("\\bottomrule")].strip().splitlines()
+    header = tex[tex.index("\\toprule") + len("\\toprule") : tex.index("\\midrule")].strip()
     assert len(body) == 3 and all(line.endswith("\\\\") for line in body)
     assert {line.count(" & ") for line in body} == {header.count(" & ")}
     assert "$\\pm$" in tex and "±" not in tex
@@ -382,8 +440,10 @@ def test_masked_columns_from_analysis(tmp_path: Path):
             {"ranking": "nam", "ratio": 0.5, "finetuned": False, "test_top1_err": 90.0},  # other ratio
             {"ranking": "bn", "ratio": 0.3, "finetuned": False, "test_top1_err": bn},
         ]
-        entries += [{"ranking": "random", "ratio": 0.3, "finetuned": False, "seed": i, "test_top1_err": r}
-                    for i, r in enumerate(randoms)]
+        entries += [
+            {"ranking": "random", "ratio": 0.3, "finetuned": False, "seed": i, "test_top1_err": r}
+            for i, r in enumerate(randoms)
+        ]
         return {"masking": entries}
 
     make_run(tmp_path, "a", attention="nam", seed=0, analysis=analysis(40.0, 45.0, [50.0, 52.0]))
@@ -408,8 +468,12 @@ def test_masked_columns_from_analysis(tmp_path: Path):
 
 
 def test_plots_are_png_and_not_overwritten(sweep: Path, tmp_path: Path):
-    weights = {"layers": {"layer1.0": {"channel": [0.1, 0.2, 0.3, 0.4], "spatial": [0.5, 0.5]},
-                          "layer2.0": {"channel": [0.05, 0.95]}}}
+    weights = {
+        "layers": {
+            "layer1.0": {"channel": [0.1, 0.2, 0.3, 0.4], "spatial": [0.5, 0.5]},
+            "layer2.0": {"channel": [0.05, 0.95]},
+        }
+    }
     make_run(sweep, "nam_w", attention="nam", seed=7, final=29.5, nam_weights=weights)
     plots = tmp_path / "plots"
     result = invoke(sweep, "--plot", plots)
@@ -430,8 +494,7 @@ def test_plots_are_png_and_not_overwritten(sweep: Path, tmp_path: Path):
 
 
 def test_sort_and_filter(sweep: Path):
-    make_run(sweep, "lr", attention="nam", seed=0, final=27.0, config={"optim.lr": 0.05, "trainer.epochs": 5},
-             epochs=5)
+    make_run(sweep, "lr", attention="nam", seed=0, final=27.0, config={"optim.lr": 0.05, "trainer.epochs": 5}, epochs=5)
     runs = load_runs([sweep])[0]
 
     comp = build(runs, sort="final_top1_mean")
@@ -493,7 +556,9 @@ def test_plot_labels_name_p0_where_the_same_attention_also_has_a_penalty():
 
     from namexp.compare.plots import _labeller
 
-    groups = [SimpleNamespace(attention=a, sparsity=p, variant={}, runs=[1, 2])
-              for a, p in [("none", 0.0), ("nam", 0.0), ("nam", 1e-4), ("se", 0.0)]]
+    groups = [
+        SimpleNamespace(attention=a, sparsity=p, variant={}, runs=[1, 2])
+        for a, p in [("none", 0.0), ("nam", 0.0), ("nam", 1e-4), ("se", 0.0)]
+    ]
     label = _labeller(groups)
     assert [label(g) for g in groups] == ["none (n=2)", "nam p=0 (n=2)", "nam p=0.0001 (n=2)", "se (n=2)"]

@@ -1,5 +1,7 @@
 """Datasets in their standard layouts: CIFAR folders and archives, image folders, the host pipeline, splits."""
 
+from __future__ import annotations
+
 import tarfile
 
 import numpy as np
@@ -35,7 +37,9 @@ def test_the_data_root_comes_from_namexp_data(capsys, cifar100_root, tmp_path, m
 
 
 def test_a_validation_split_picks_best_and_says_so(capsys, cifar100_root, tmp_path):
-    result = run_inproc(["train", *TINY, f"data.root={cifar100_root}", "trainer.epochs=2", "data.val_split=100"], capsys)
+    result = run_inproc(
+        ["train", *TINY, f"data.root={cifar100_root}", "trainer.epochs=2", "data.val_split=100"], capsys
+    )
     assert result.code == 0, result.err
     record = read_record(only_run_dir(tmp_path / "runs"))
     assert record["selection_split"] == "val" and record["eval_split"] == "test"
@@ -45,8 +49,17 @@ def test_a_validation_split_picks_best_and_says_so(capsys, cifar100_root, tmp_pa
 
 
 def test_the_host_pipeline_trains_too(capsys, cifar100_root, tmp_path):
-    result = run_inproc(["train", *TINY, f"data.root={cifar100_root}", "trainer.epochs=1", "data.on_device=false",
-                         "trainer.num_workers=0"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            *TINY,
+            f"data.root={cifar100_root}",
+            "trainer.epochs=1",
+            "data.on_device=false",
+            "trainer.num_workers=0",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     record = read_record(only_run_dir(tmp_path / "runs"))
     assert record["status"] == "completed" and record["num_train"] == 500
@@ -66,9 +79,23 @@ def _image_folders(root, classes=("cat", "dog", "fox"), per_class=6):
 
 def test_image_folders_train_with_imagenet_style_transforms(capsys, tmp_path):
     root = _image_folders(tmp_path / "folders")
-    result = run_inproc(["train", "data=imagefolder", f"data.root={root}", "data.num_classes=3", "data.image_size=32",
-                         "data.eval_resize=36", "backbone=resnet20", "attention=nam", "trainer.epochs=2",
-                         "trainer.batch_size=6", "trainer.num_workers=0", "trainer.progress=none"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "data=imagefolder",
+            f"data.root={root}",
+            "data.num_classes=3",
+            "data.image_size=32",
+            "data.eval_resize=36",
+            "backbone=resnet20",
+            "attention=nam",
+            "trainer.epochs=2",
+            "trainer.batch_size=6",
+            "trainer.num_workers=0",
+            "trainer.progress=none",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     record = read_record(only_run_dir(tmp_path / "runs"))
     assert record["status"] == "completed" and record["num_train"] == 18 and len(record["epochs"]) == 2
@@ -77,7 +104,16 @@ def test_image_folders_train_with_imagenet_style_transforms(capsys, tmp_path):
 
 def test_image_folders_with_the_wrong_class_count_say_so(capsys, tmp_path):
     root = _image_folders(tmp_path / "folders")
-    result = run_inproc(["train", "data=imagefolder", f"data.root={root}", "data.image_size=32", "backbone=resnet20",
-                         "trainer.num_workers=0"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "data=imagefolder",
+            f"data.root={root}",
+            "data.image_size=32",
+            "backbone=resnet20",
+            "trainer.num_workers=0",
+        ],
+        capsys,
+    )
     assert result.code == 2
     assert "data.num_classes=1000" in result.err and "3 class folders" in result.err

@@ -1,5 +1,7 @@
 """DDP with torchrun on the CPU (gloo), and sweeps through submitit's local executor."""
 
+from __future__ import annotations
+
 import os
 import signal
 import subprocess
@@ -15,15 +17,31 @@ from helpers import TINY, read_record, run_inproc
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 
 # Global batch 50 (25 per process), a few optimizer steps.
-DDP_RECIPE = [*TINY, "attention=nam", "trainer.epochs=2", "trainer.limit_train_batches=4", "trainer.deterministic=true",
-              "trainer.log_interval=1"]
+DDP_RECIPE = [
+    *TINY,
+    "attention=nam",
+    "trainer.epochs=2",
+    "trainer.limit_train_batches=4",
+    "trainer.deterministic=true",
+    "trainer.log_interval=1",
+]
 
 
 def torchrun(args, cwd: Path, nproc: int = 2, **popen) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "namexp", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "namexp",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+    return subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen
+    )
 
 
 def test_ddp_training_writes_one_run_and_matches_a_single_process_run(tmp_path, cifar100_root, capsys):
@@ -49,7 +67,14 @@ def test_ddp_training_writes_one_run_and_matches_a_single_process_run(tmp_path, 
 
 def test_sigterm_to_a_ddp_run_leaves_a_resumable_checkpoint(tmp_path, cifar100_root):
     run = tmp_path / "ddp"
-    args = ["train", *TINY, "trainer.epochs=3", "trainer.log_interval=1", f"data.root={cifar100_root}", f"hydra.run.dir={run}"]
+    args = [
+        "train",
+        *TINY,
+        "trainer.epochs=3",
+        "trainer.log_interval=1",
+        f"data.root={cifar100_root}",
+        f"hydra.run.dir={run}",
+    ]
     proc = torchrun(args, tmp_path, start_new_session=True)
     deadline = time.time() + 300
     while not (run / "checkpoints" / "last.pt").exists():
@@ -73,10 +98,24 @@ def test_sigterm_to_a_ddp_run_leaves_a_resumable_checkpoint(tmp_path, cifar100_r
 
 def test_sweep_through_submitit_local_makes_complete_runs_and_a_table(tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
-    result = run_inproc(["train", "-m", "data=synthetic", "backbone=resnet20", "attention=none,nam", "trainer.epochs=1",
-                         "trainer.progress=none", "data.synthetic_train_size=64", "data.synthetic_test_size=32",
-                         "trainer.batch_size=32", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-                         f"hydra.sweep.dir={sweep_dir}"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "-m",
+            "data=synthetic",
+            "backbone=resnet20",
+            "attention=none,nam",
+            "trainer.epochs=1",
+            "trainer.progress=none",
+            "data.synthetic_train_size=64",
+            "data.synthetic_test_size=32",
+            "trainer.batch_size=32",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     runs = sorted(p for p in sweep_dir.iterdir() if (p / "record.json").is_file())
     assert [p.name for p in runs] == ["0", "1"]
@@ -102,9 +141,18 @@ def test_slurm_launcher_config_has_the_keys_a_cluster_user_sets():
 def test_a_killed_sweep_resumes_each_job_from_its_last_checkpoint(tmp_path, cifar100_root, capsys):
     """What a requeued Slurm job does: it finds its run folder and continues from the last checkpoint."""
     sweep_dir = tmp_path / "sweep"
-    args = ["train", "-m", *TINY, "trainer.epochs=3", f"data.root={cifar100_root}", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"]
-    proc = subprocess.Popen([sys.executable, "-m", "namexp", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        "train",
+        "-m",
+        *TINY,
+        "trainer.epochs=3",
+        f"data.root={cifar100_root}",
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "namexp", *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (sweep_dir / "0" / "checkpoints" / "last.pt").exists():
         assert proc.poll() is None and time.time() < deadline

@@ -1,5 +1,7 @@
 """Atomic writes leave complete files with the permissions of any other new file (not mkstemp's 0600)."""
 
+from __future__ import annotations
+
 import os
 import stat
 
@@ -48,9 +50,22 @@ def test_every_file_of_a_run_folder_is_readable_by_others_and_not_executable(tmp
     from helpers import run_inproc
 
     run_dir = tmp_path / "run"
-    result = run_inproc(["train", "data=synthetic", "backbone=resnet20", "attention=nam", "trainer.epochs=1",
-                         "trainer.progress=none", "data.synthetic_train_size=32", "data.synthetic_test_size=16",
-                         "trainer.batch_size=16", "trainer.device=cpu", f"hydra.run.dir={run_dir}"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "data=synthetic",
+            "backbone=resnet20",
+            "attention=nam",
+            "trainer.epochs=1",
+            "trainer.progress=none",
+            "data.synthetic_train_size=32",
+            "data.synthetic_test_size=16",
+            "trainer.batch_size=16",
+            "trainer.device=cpu",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert {"record.json", "last.pt", ".namexp-run", "metrics.csv"} <= {p.name for p in files}

@@ -5,6 +5,8 @@ For random inputs, in training and evaluation, for every NAM variant and both `a
 steps agree with `impl=reference` -- tightly in float64, within float32 rounding in float32.
 """
 
+from __future__ import annotations
+
 import pytest
 import torch
 from torch import nn
@@ -53,17 +55,23 @@ def _compare_steps(ref, other, dtype, channels_last, modes=("train",) * 3 + ("ev
         x, grad = _inputs(step, dtype, channels_last)
         x_ref, x_other = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
         out_ref, out_other = ref(x_ref), other(x_other)
-        torch.testing.assert_close(out_other, out_ref, **tol,
-                                   msg=lambda m, step=step, mode=mode: f"output, step {step} ({mode}): {m}")
+        torch.testing.assert_close(
+            out_other, out_ref, **tol, msg=lambda m, step=step, mode=mode: f"output, step {step} ({mode}): {m}"
+        )
         out_ref.backward(grad)
         out_other.backward(grad)
-        torch.testing.assert_close(x_other.grad, x_ref.grad, **tol, msg=lambda m, step=step: f"input grad, step {step}: {m}")
+        torch.testing.assert_close(
+            x_other.grad, x_ref.grad, **tol, msg=lambda m, step=step: f"input grad, step {step}: {m}"
+        )
         for (name, p_ref), p_other in zip(ref.named_parameters(), other.parameters()):
-            torch.testing.assert_close(p_other.grad, p_ref.grad, **tol,
-                                       msg=lambda m, name=name, step=step: f"{name}.grad, step {step}: {m}")
+            torch.testing.assert_close(
+                p_other.grad, p_ref.grad, **tol, msg=lambda m, name=name, step=step: f"{name}.grad, step {step}: {m}"
+            )
             p_ref.grad = p_other.grad = None
         for (name, b_ref), b_other in zip(ref.named_buffers(), other.buffers()):
-            torch.testing.assert_close(b_other, b_ref, **tol, msg=lambda m, name=name, step=step: f"{name}, step {step}: {m}")
+            torch.testing.assert_close(
+                b_other, b_ref, **tol, msg=lambda m, name=name, step=step: f"{name}, step {step}: {m}"
+            )
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -151,11 +159,15 @@ def test_fused_under_bf16_autocast_is_close(name):
 
 def test_fused_traces_under_torch_compile():
     """dynamo traces the autograd Function in one graph (aot_eager: the tracing, without code generation)."""
+
     def make(impl):
         torch.manual_seed(0)
-        return nn.Sequential(nn.Conv2d(3, 6, 3, padding=1),
-                             create_attention("nam_full", 6, spatial_size=(5, 3), impl=impl),
-                             nn.Flatten(), nn.Linear(6 * 15, 4))
+        return nn.Sequential(
+            nn.Conv2d(3, 6, 3, padding=1),
+            create_attention("nam_full", 6, spatial_size=(5, 3), impl=impl),
+            nn.Flatten(),
+            nn.Linear(6 * 15, 4),
+        )
 
     ref, fused = make("reference"), make("fused")
     compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)
@@ -168,7 +180,9 @@ def test_fused_traces_under_torch_compile():
     compiled.eval()
     torch.testing.assert_close(compiled(x), ref(x), rtol=1e-5, atol=1e-6)
     for (name, p_ref), p_fused in zip(ref.named_parameters(), fused.parameters()):
-        torch.testing.assert_close(p_fused.grad, p_ref.grad, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            p_fused.grad, p_ref.grad, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}"
+        )
     for (name, b_ref), b_fused in zip(ref.named_buffers(), fused.buffers()):
         torch.testing.assert_close(b_fused, b_ref, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
@@ -215,6 +229,7 @@ def test_bad_impl_is_a_user_error_listing_the_valid_values(capsys):
 
 def test_fused_model_trains_a_step_like_the_reference_model():
     """Same seed, same weights, same batch: one SGD step of ResNet-20 + NAM gives the same loss and weights."""
+
     def model(impl):
         torch.manual_seed(0)
         return build_model("resnet20", "nam", num_classes=10, image_size=32, attention_options={"impl": impl})

@@ -1,5 +1,7 @@
 """The real CIFAR-100 (found through NAMEXP_TEST_DATA; skipped, saying why, without it)."""
 
+from __future__ import annotations
+
 import pytest
 import torch
 
@@ -22,8 +24,17 @@ def test_the_full_archive_unpacks_once_and_loads_exactly(full_cifar100_root, tmp
 
 @pytest.mark.slow
 def test_one_epoch_of_resnet20_on_the_full_set_is_far_above_chance(full_cifar100_root, tmp_path, capsys):
-    result = run_inproc(["train", "experiment=quick_cpu", "trainer.epochs=1", "trainer.progress=none",
-                         f"data.root={full_cifar100_root}", f"data.cache_dir={tmp_path / 'cache'}"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "experiment=quick_cpu",
+            "trainer.epochs=1",
+            "trainer.progress=none",
+            f"data.root={full_cifar100_root}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     record = read_record(only_run_dir(tmp_path / "runs"))
     assert record["num_train"] == 50000

@@ -1,5 +1,7 @@
 """Bad input gets one clear line; an interrupted run loses nothing; a resumed run is exact."""
 
+from __future__ import annotations
+
 import hashlib
 import os
 import pickle
@@ -20,8 +22,11 @@ from namexp.errors import UserError
 
 
 def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -79,29 +84,60 @@ BAD_INPUTS = [
     ("epochs-below-1", lambda w: ["train", "trainer.epochs=0"], ["trainer.epochs=0", ">= 1"]),
     ("batch-below-1", lambda w: ["train", "trainer.batch_size=0"], ["trainer.batch_size=0", ">= 1"]),
     ("negative-sparsity", lambda w: ["train", "sparsity=-0.1"], ["sparsity=-0.1", ">= 0"]),
-    ("val-split-too-large", lambda w: ["train", *TINY, f"data.root={w['data']}", "data.val_split=600"],
-     ["data.val_split=600", "training set"]),
-    ("dataset-missing-offline", lambda w: ["train", *TINY, f"data.root={w['tmp'] / 'nowhere'}"],
-     ["cifar100 not found", "NAMEXP_DATA"]),
-    ("dataset-truncated", lambda w: ["train", *TINY, f"data.root={_bad_data('truncated', w['tmp'], w['data'])}"],
-     ["truncated or corrupt"]),
-    ("not-a-cifar-pickle", lambda w: ["train", *TINY, f"data.root={_bad_data('not-cifar', w['tmp'], w['data'])}"],
-     ["not a CIFAR pickle"]),
-    ("crafted-pickle", lambda w: ["train", *TINY, f"data.root={_bad_data('crafted', w['tmp'], w['data'])}"],
-     ["refusing to load", "posix.system"]),
+    (
+        "val-split-too-large",
+        lambda w: ["train", *TINY, f"data.root={w['data']}", "data.val_split=600"],
+        ["data.val_split=600", "training set"],
+    ),
+    (
+        "dataset-missing-offline",
+        lambda w: ["train", *TINY, f"data.root={w['tmp'] / 'nowhere'}"],
+        ["cifar100 not found", "NAMEXP_DATA"],
+    ),
+    (
+        "dataset-truncated",
+        lambda w: ["train", *TINY, f"data.root={_bad_data('truncated', w['tmp'], w['data'])}"],
+        ["truncated or corrupt"],
+    ),
+    (
+        "not-a-cifar-pickle",
+        lambda w: ["train", *TINY, f"data.root={_bad_data('not-cifar', w['tmp'], w['data'])}"],
+        ["not a CIFAR pickle"],
+    ),
+    (
+        "crafted-pickle",
+        lambda w: ["train", *TINY, f"data.root={_bad_data('crafted', w['tmp'], w['data'])}"],
+        ["refusing to load", "posix.system"],
+    ),
     ("checkpoint-missing", lambda w: ["eval", str(w["tmp"] / "nothing.pt")], ["does not exist"]),
     ("checkpoint-truncated", lambda w: ["eval", str(_truncated_copy(w))], ["truncated or corrupt"]),
-    ("checkpoint-other-architecture", lambda w: ["eval", str(w["run"]), "backbone.name=resnet56", f"data.root={w['data']}"],
-     ["does not fit", "another architecture"]),
-    ("folder-holds-a-run", lambda w: ["train", *TINY, f"data.root={w['data']}", f"hydra.run.dir={w['run']}"],
-     ["already holds a run", "--resume"]),
-    ("folder-not-writable", lambda w: ["train", *TINY, f"data.root={w['data']}", f"hydra.run.dir={w['run'] / 'record.json' / 'x'}"],
-     ["cannot write"]),
+    (
+        "checkpoint-other-architecture",
+        lambda w: ["eval", str(w["run"]), "backbone.name=resnet56", f"data.root={w['data']}"],
+        ["does not fit", "another architecture"],
+    ),
+    (
+        "folder-holds-a-run",
+        lambda w: ["train", *TINY, f"data.root={w['data']}", f"hydra.run.dir={w['run']}"],
+        ["already holds a run", "--resume"],
+    ),
+    (
+        "folder-not-writable",
+        lambda w: ["train", *TINY, f"data.root={w['data']}", f"hydra.run.dir={w['run'] / 'record.json' / 'x'}"],
+        ["cannot write"],
+    ),
     ("comma-list-without-m", lambda w: ["train", "seed=1,2"], ["add -m"]),
     ("compare-without-runs", lambda w: ["compare", str(w["tmp"] / "cache")], ["no runs found"]),
-    ("cuda-where-there-is-none", lambda w: ["train", *TINY, f"data.root={w['data']}", "trainer.device=cuda"],
-     ["trainer.device=cuda", "no CUDA device"]),
-    ("resume-nothing", lambda w: ["train", "--resume", str(w["tmp"] / "never-made")], ["cannot resume", "does not exist"]),
+    (
+        "cuda-where-there-is-none",
+        lambda w: ["train", *TINY, f"data.root={w['data']}", "trainer.device=cuda"],
+        ["trainer.device=cuda", "no CUDA device"],
+    ),
+    (
+        "resume-nothing",
+        lambda w: ["train", "--resume", str(w["tmp"] / "never-made")],
+        ["cannot resume", "does not exist"],
+    ),
 ]
 
 
@@ -158,8 +194,14 @@ def _metrics(run: Path) -> list:
 
 
 def _start(args, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "namexp", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "namexp", *args],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 @pytest.fixture
@@ -177,7 +219,9 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(sig, reference_run
     rng = random.Random(int(sig))
     deadline = time.time() + 120
     while not (run / "checkpoints" / "last.pt").exists():  # after the first epoch: a random point in the second
-        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+        assert proc.poll() is None and time.time() < deadline, (
+            proc.stderr.read() if proc.poll() is not None else "timeout"
+        )
         time.sleep(0.02)
     time.sleep(rng.uniform(0.05, 0.6))
     proc.send_signal(sig)
@@ -189,7 +233,9 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(sig, reference_run
         record = read_record(run)
         assert record["status"] == "interrupted"
         state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-        assert state["state"]["step"] > 0 or len(record["epochs"]) > 1  # mid-epoch checkpoint (unless it ended an epoch)
+        assert (
+            state["state"]["step"] > 0 or len(record["epochs"]) > 1
+        )  # mid-epoch checkpoint (unless it ended an epoch)
     else:
         assert code == -signal.SIGKILL
         torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # the last completed checkpoint is intact
@@ -206,12 +252,19 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(sig, reference_run
 
 def test_a_truncated_last_checkpoint_is_refused_and_the_previous_one_resumes(tmp_path, cifar100_root, capsys):
     run = tmp_path / "run"
-    assert run_inproc(["train", *TINY, "trainer.epochs=2", f"data.root={cifar100_root}", f"hydra.run.dir={run}"], capsys).code == 0
+    assert (
+        run_inproc(
+            ["train", *TINY, "trainer.epochs=2", f"data.root={cifar100_root}", f"hydra.run.dir={run}"], capsys
+        ).code
+        == 0
+    )
     last, previous = run / "checkpoints" / "last.pt", run / "checkpoints" / "previous.pt"
     last.write_bytes(last.read_bytes()[:1000])
     result = run_inproc(["train", "--resume", str(run), "trainer.epochs=3"], capsys)
     assert result.code == 2
-    assert "truncated or corrupt" in result.err and "previous.pt is intact" in result.err and "Traceback" not in result.err
+    assert (
+        "truncated or corrupt" in result.err and "previous.pt is intact" in result.err and "Traceback" not in result.err
+    )
     assert torch.load(previous, weights_only=True)["state"]["epochs_done"] == 1
     last.rename(last.with_suffix(".pt.bad"))
     result = run_inproc(["train", "--resume", str(run), "trainer.epochs=3"], capsys)
@@ -221,8 +274,10 @@ def test_a_truncated_last_checkpoint_is_refused_and_the_previous_one_resumes(tmp
 
 def test_a_diverging_run_stops_and_is_marked_diverged(tmp_path, cifar100_root, capsys):
     run = tmp_path / "run"
-    result = run_inproc(["train", *TINY, "trainer.epochs=3", "optim.lr=1e6", f"data.root={cifar100_root}",
-                         f"hydra.run.dir={run}"], capsys)
+    result = run_inproc(
+        ["train", *TINY, "trainer.epochs=3", "optim.lr=1e6", f"data.root={cifar100_root}", f"hydra.run.dir={run}"],
+        capsys,
+    )
     assert result.code == 3
     assert "became nan" in result.err or "became inf" in result.err
     assert read_record(run)["status"] == "diverged"
@@ -230,9 +285,23 @@ def test_a_diverging_run_stops_and_is_marked_diverged(tmp_path, cifar100_root, c
 
 
 def test_runs_started_at_the_same_moment_never_share_a_folder(tmp_path):
-    procs = [_start(["train", "data=synthetic", "backbone=resnet20", "attention=none", "trainer.epochs=1",
-                     "trainer.progress=none", "data.synthetic_train_size=32", "data.synthetic_test_size=32",
-                     f"hydra.run.dir={tmp_path / 'same'}"], tmp_path) for _ in range(3)]
+    procs = [
+        _start(
+            [
+                "train",
+                "data=synthetic",
+                "backbone=resnet20",
+                "attention=none",
+                "trainer.epochs=1",
+                "trainer.progress=none",
+                "data.synthetic_train_size=32",
+                "data.synthetic_test_size=32",
+                f"hydra.run.dir={tmp_path / 'same'}",
+            ],
+            tmp_path,
+        )
+        for _ in range(3)
+    ]
     codes = [p.wait(timeout=300) for p in procs]
     assert sorted(codes) == [0, 2, 2], [p.stderr.read() for p in procs]  # one owns the folder, two are told
     assert read_record(tmp_path / "same")["status"] == "completed"
@@ -240,8 +309,18 @@ def test_runs_started_at_the_same_moment_never_share_a_folder(tmp_path):
 
 def test_ctrl_c_stops_a_whole_sweep_after_saving_the_running_job(tmp_path, cifar100_root):
     sweep_dir = tmp_path / "sweep"
-    proc = _start(["train", "-m", *TINY, "trainer.epochs=4", f"data.root={cifar100_root}", "seed=0,1",
-                   f"hydra.sweep.dir={sweep_dir}"], tmp_path)
+    proc = _start(
+        [
+            "train",
+            "-m",
+            *TINY,
+            "trainer.epochs=4",
+            f"data.root={cifar100_root}",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        tmp_path,
+    )
     deadline = time.time() + 120
     while not (sweep_dir / "0" / "checkpoints" / "last.pt").exists():
         assert proc.poll() is None and time.time() < deadline

@@ -1,5 +1,7 @@
 """Real Hydra multiruns of tiny trainings through the CLI, and the comparison table they write."""
 
+from __future__ import annotations
+
 import csv
 import statistics
 from pathlib import Path
@@ -15,8 +17,19 @@ def sweep_runs(sweep_dir: Path):
 
 def test_multirun_makes_one_run_per_job_and_a_table_that_matches_the_records(capsys, cifar100_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_inproc(["train", "-m", *TINY, f"data.root={cifar100_root}", "trainer.epochs=1",
-                         "attention=none,nam", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "-m",
+            *TINY,
+            f"data.root={cifar100_root}",
+            "trainer.epochs=1",
+            "attention=none,nam",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     runs = sweep_runs(sweep_dir)
     assert [p.name for p in runs] == ["0", "1", "2", "3"]  # Hydra's own job numbering
@@ -40,8 +53,18 @@ def test_multirun_makes_one_run_per_job_and_a_table_that_matches_the_records(cap
 def test_a_failing_job_is_recorded_as_failed_and_the_others_complete(capsys, cifar100_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
     missing = tmp_path / "no-data-here"
-    result = run_inproc(["train", "-m", *TINY, "trainer.epochs=1", "data.download=false",
-                         f"data.root={cifar100_root},{missing}", f"hydra.sweep.dir={sweep_dir}"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "-m",
+            *TINY,
+            "trainer.epochs=1",
+            "data.download=false",
+            f"data.root={cifar100_root},{missing}",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capsys,
+    )
     assert result.code == 1
     statuses = [read_record(p)["status"] for p in sweep_runs(sweep_dir)]
     assert statuses == ["completed", "failed"]
@@ -59,18 +82,43 @@ def test_a_comma_list_without_m_suggests_m(capsys, tmp_path):
 
 def test_a_sweep_preset_runs_as_a_multirun(capsys, tmp_path):
     sweep_dir = tmp_path / "smoke"
-    result = run_inproc(["train", "sweep=smoke", "trainer.epochs=1", "trainer.progress=none",
-                         "data.synthetic_train_size=128", "data.synthetic_test_size=64", f"hydra.sweep.dir={sweep_dir}"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "sweep=smoke",
+            "trainer.epochs=1",
+            "trainer.progress=none",
+            "data.synthetic_train_size=128",
+            "data.synthetic_test_size=64",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     assert len(sweep_runs(sweep_dir)) == 4
 
 
 def test_parallel_joblib_launcher_runs_every_job_in_its_own_folder(capsys, tmp_path):
     sweep_dir = tmp_path / "parallel"
-    result = run_inproc(["train", "-m", "data=synthetic", "backbone=resnet20", "attention=none", "trainer.epochs=1",
-                         "trainer.progress=none", "data.synthetic_train_size=64", "data.synthetic_test_size=32",
-                         "trainer.batch_size=32", "seed=range(8)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=8",
-                         f"hydra.sweep.dir={sweep_dir}"], capsys)
+    result = run_inproc(
+        [
+            "train",
+            "-m",
+            "data=synthetic",
+            "backbone=resnet20",
+            "attention=none",
+            "trainer.epochs=1",
+            "trainer.progress=none",
+            "data.synthetic_train_size=64",
+            "data.synthetic_test_size=32",
+            "trainer.batch_size=32",
+            "seed=range(8)",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=8",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        capsys,
+    )
     assert result.code == 0, result.err
     runs = sweep_runs(sweep_dir)
     assert len(runs) == 8

@@ -1,5 +1,7 @@
 """Real tiny trainings on the CPU through the CLI: learning, records, TensorBoard, eval, sparsity, resume."""
 
+from __future__ import annotations
+
 import csv
 import json
 import math
@@ -24,7 +26,17 @@ def test_tiny_training_learns_and_writes_a_complete_run_folder(capsys, cifar100_
     epochs = record["epochs"]
     assert record["status"] == "completed" and len(epochs) == 6
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"] - 0.2, [e["train_loss"] for e in epochs]
-    for key in ("backbone", "attention", "data", "seed", "sparsity", "params", "flops", "throughput_img_s", "environment"):
+    for key in (
+        "backbone",
+        "attention",
+        "data",
+        "seed",
+        "sparsity",
+        "params",
+        "flops",
+        "throughput_img_s",
+        "environment",
+    ):
         assert record[key] is not None, key
     assert (record["backbone"], record["attention"], record["data"]) == ("resnet20", "nam", "cifar100")
     assert record["final"]["epoch"] == 6 and 0 <= record["final"]["test_top1_err"] <= 100
@@ -35,7 +47,13 @@ def test_tiny_training_learns_and_writes_a_complete_run_folder(capsys, cifar100_
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert float(rows[-1]["test_top1_err"]) == pytest.approx(record["final"]["test_top1_err"])
-    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "train.log",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     assert "run folder" in (run / "train.log").read_text()
 
@@ -45,9 +63,18 @@ def test_tensorboard_events_read_back_with_tensorboards_reader(capsys, cifar100_
     acc = EventAccumulator(str(run / "tb"), size_guidance={SCALARS: 0, "histograms": 0, "tensors": 0})
     acc.Reload()
     scalars = set(acc.Tags()["scalars"])
-    for tag in ("train/loss", "test/loss", "test/top1_err", "test/top5_err", "lr", "sparsity/penalty",
-                "sparsity/nam_l1", "hparam/final_top1_err", "nam_l1/layer1.0.attention/channel",
-                "nam_small_share/layer1.0.attention/channel"):
+    for tag in (
+        "train/loss",
+        "test/loss",
+        "test/top1_err",
+        "test/top5_err",
+        "lr",
+        "sparsity/penalty",
+        "sparsity/nam_l1",
+        "hparam/final_top1_err",
+        "nam_l1/layer1.0.attention/channel",
+        "nam_small_share/layer1.0.attention/channel",
+    ):
         assert tag in scalars, tag
     assert "nam_gamma/layer1.0.attention/channel" in acc.Tags()["histograms"]
     steps = math.ceil(read_record(run)["num_train"] / 50)
@@ -77,8 +104,18 @@ def test_eval_reproduces_the_final_test_numbers(capsys, cifar100_root, tmp_path)
 def test_sparsity_lowers_the_nam_gamma_l1(capsys, cifar100_root, tmp_path, mode):
     l1 = {}
     for p in (0.0, 0.05):
-        result = run_inproc(["train", *TINY, f"data.root={cifar100_root}", "trainer.epochs=2", f"sparsity={p}",
-                             f"sparsity_mode={mode}", f"hydra.run.dir={tmp_path / f'runs/p{p}'}"], capsys)
+        result = run_inproc(
+            [
+                "train",
+                *TINY,
+                f"data.root={cifar100_root}",
+                "trainer.epochs=2",
+                f"sparsity={p}",
+                f"sparsity_mode={mode}",
+                f"hydra.run.dir={tmp_path / f'runs/p{p}'}",
+            ],
+            capsys,
+        )
         assert result.code == 0, result.err
         record = read_record(tmp_path / f"runs/p{p}")
         l1[p] = record["epochs"][-1]["nam_l1"]

@@ -62,8 +62,10 @@ def parse_ratios(text: str, option: str = "--ratios", example: str = DEFAULT_RAT
     values = parse_floats(text, option, example)
     bad = [v for v in values if not 0.0 <= v < 1.0]
     if bad:
-        raise UserError(f"{option}: ratio {bad[0]:g} is outside [0, 1): give the share of each layer's channels to "
-                        f"mask, at least one channel stays (e.g. {option} {example})")
+        raise UserError(
+            f"{option}: ratio {bad[0]:g} is outside [0, 1): give the share of each layer's channels to "
+            f"mask, at least one channel stays (e.g. {option} {example})"
+        )
     return sorted(set(values))
 
 
@@ -71,8 +73,10 @@ def parse_thresholds(text: str) -> list[float]:
     values = parse_floats(text, "--thresholds", DEFAULT_THRESHOLDS)
     bad = [v for v in values if v <= 0]
     if bad:
-        raise UserError(f"--thresholds: {bad[0]:g} is not positive: give fractions of the uniform weight 1/C "
-                        "(e.g. --thresholds 0.1,0.5)")
+        raise UserError(
+            f"--thresholds: {bad[0]:g} is not positive: give fractions of the uniform weight 1/C "
+            "(e.g. --thresholds 0.1,0.5)"
+        )
     return sorted(set(values))
 
 
@@ -91,9 +95,13 @@ def load_run(run_dir: Path, overrides: Sequence[str] = (), which: str = "last"):
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.exists():
-        raise UserError(f"run folder {run_dir} does not exist: give a run folder (holding record.json and checkpoints/)")
+        raise UserError(
+            f"run folder {run_dir} does not exist: give a run folder (holding record.json and checkpoints/)"
+        )
     if not run_dir.is_dir():
-        raise UserError(f"{run_dir} is not a folder: give the run folder (analyze writes into its analysis/), not a file")
+        raise UserError(
+            f"{run_dir} is not a folder: give the run folder (analyze writes into its analysis/), not a file"
+        )
     run = load_checkpointed_run(run_dir, list(overrides), which)
     return run.cfg, run.payload, run.checkpoint, run.device, run.model
 
@@ -155,8 +163,10 @@ class AnalysisPlan:
 
 def _check_counts(o: AnalyzeOptions) -> None:
     if o.random_seeds < 0:
-        raise UserError(f"--random-seeds {o.random_seeds} is negative: give how many random rankings to average "
-                        "(e.g. 3), or 0 for none")
+        raise UserError(
+            f"--random-seeds {o.random_seeds} is negative: give how many random rankings to average "
+            "(e.g. 3), or 0 for none"
+        )
     if o.finetune_epochs < 0:
         raise UserError(f"--finetune-epochs {o.finetune_epochs} is negative: give 0 to skip fine-tuning, or e.g. 1")
 
@@ -177,8 +187,10 @@ def _requested_rankings(o: AnalyzeOptions) -> list[str] | None:
 
         unknown = [r for r in requested if r not in RANKINGS]
         if unknown or not requested:
-            raise UserError(f"unknown ranking {(unknown or [o.rankings])[0]!r}: use a comma list of "
-                            f"{', '.join(RANKINGS)} (e.g. --rankings nam,bn,random)")
+            raise UserError(
+                f"unknown ranking {(unknown or [o.rankings])[0]!r}: use a comma list of "
+                f"{', '.join(RANKINGS)} (e.g. --rankings nam,bn,random)"
+            )
     return requested
 
 
@@ -214,10 +226,21 @@ def plan_analysis(run_dir: Path | str, overrides: Sequence[str], o: AnalyzeOptio
     if requested is not None and "random" in requested and o.random_seeds == 0:
         raise UserError("--rankings asks for random but --random-seeds is 0: give --random-seeds 1 or more")
     return AnalysisPlan(
-        run_dir=Path(run_dir).expanduser(), overrides=list(overrides), load_overrides=_load_overrides(overrides, o),
-        which=o.which, ratios=ratios, thresholds=thresholds, rankings=requested, random_seeds=o.random_seeds,
-        finetune_epochs=o.finetune_epochs, finetune_ratios=ft_ratios, finetune_lr=o.finetune_lr,
-        limit_batches=o.limit_batches, format=fmt, output=output, tensorboard=o.tensorboard,
+        run_dir=Path(run_dir).expanduser(),
+        overrides=list(overrides),
+        load_overrides=_load_overrides(overrides, o),
+        which=o.which,
+        ratios=ratios,
+        thresholds=thresholds,
+        rankings=requested,
+        random_seeds=o.random_seeds,
+        finetune_epochs=o.finetune_epochs,
+        finetune_ratios=ft_ratios,
+        finetune_lr=o.finetune_lr,
+        limit_batches=o.limit_batches,
+        format=fmt,
+        output=output,
+        tensorboard=o.tensorboard,
     )
 
 
@@ -268,8 +291,10 @@ def _progress(say: Callable[[str], None]) -> Callable[[dict], None]:
     def report(e: dict) -> None:
         seed = f" seed {e['seed']}" if e["seed"] is not None else ""
         tuned = " fine-tuned" if e["finetuned"] else ""
-        say(f"{e['ranking']}{seed}{tuned} {e['ratio'] * 100:g}% ({e['masked_channels']}/{e['total_channels']} "
-            f"channels): top-1 err {e['test_top1_err']:.2f}%")
+        say(
+            f"{e['ranking']}{seed}{tuned} {e['ratio'] * 100:g}% ({e['masked_channels']}/{e['total_channels']} "
+            f"channels): top-1 err {e['test_top1_err']:.2f}%"
+        )
 
     return report
 
@@ -282,24 +307,52 @@ def run_analysis(plan: AnalysisPlan, say: Callable[[str], None]) -> Measured:
     cfg, state, path, dev, model = load_run(plan.run_dir, plan.load_overrides, plan.which)
     sites = block_sites(model)
     if not sites:
-        raise UserError(f"{cfg.backbone.name} has no block-level attention sites to mask: analyze needs a residual "
-                        "backbone (resnet18/34/50, resnet20/56, mobilenetv2)")
+        raise UserError(
+            f"{cfg.backbone.name} has no block-level attention sites to mask: analyze needs a residual "
+            "backbone (resnet18/34/50, resnet20/56, mobilenetv2)"
+        )
     chosen = _choose_rankings(plan, sites, cfg.attention.name)
     seeds = list(range(plan.random_seeds)) if "random" in chosen else []
     data = load_data(cfg, dev, with_train=plan.finetunes)
-    say(f"analyzing {path} ({cfg.backbone.name} + {cfg.attention.name}, epoch {state['state']['epochs_done']}) on "
+    say(
+        f"analyzing {path} ({cfg.backbone.name} + {cfg.attention.name}, epoch {state['state']['epochs_done']}) on "
         f"{runtime.describe_device(dev)}: {len(sites)} sites, {sum(s.channels for s in sites)} channels, "
-        f"rankings {', '.join(chosen)}")
+        f"rankings {', '.join(chosen)}"
+    )
     m = Measured(cfg, state, path, dev, model, sites, chosen, seeds, unmasked={}, layers=[], study=None)
     _measure_unmasked(m, data.test, plan.thresholds)
     say(f"unmasked: top-1 err {m.unmasked['top1_err']:.2f}% on {int(m.unmasked['images'])} test images")
 
-    study = StudyPlan(ratios=plan.ratios, rankings=chosen, random_seeds=seeds, finetune_ratios=plan.finetune_ratios,
-                      finetune_epochs=plan.finetune_epochs, finetune_lr=plan.finetune_lr)
-    recipe = FinetuneRecipe(epochs=plan.finetune_epochs, lr=plan.finetune_lr, optim=cfg.optim,
-                            precision=cfg.trainer.precision, seed=cfg.seed) if plan.finetunes else None
-    m.study = run_study(model, sites, data.test, cfg.trainer.precision, dev, study,
-                        train_loader=data.train if plan.finetunes else None, recipe=recipe, report=_progress(say))
+    study = StudyPlan(
+        ratios=plan.ratios,
+        rankings=chosen,
+        random_seeds=seeds,
+        finetune_ratios=plan.finetune_ratios,
+        finetune_epochs=plan.finetune_epochs,
+        finetune_lr=plan.finetune_lr,
+    )
+    recipe = (
+        FinetuneRecipe(
+            epochs=plan.finetune_epochs,
+            lr=plan.finetune_lr,
+            optim=cfg.optim,
+            precision=cfg.trainer.precision,
+            seed=cfg.seed,
+        )
+        if plan.finetunes
+        else None
+    )
+    m.study = run_study(
+        model,
+        sites,
+        data.test,
+        cfg.trainer.precision,
+        dev,
+        study,
+        train_loader=data.train if plan.finetunes else None,
+        recipe=recipe,
+        report=_progress(say),
+    )
     return m
 
 
@@ -312,20 +365,28 @@ def _record_config(plan: AnalysisPlan, m: Measured) -> dict:
 
     cfg, tuned = m.cfg, plan.finetunes
     return {
-        "ratios": plan.ratios, "rankings": m.rankings, "random_seeds": m.seeds,
+        "ratios": plan.ratios,
+        "rankings": m.rankings,
+        "random_seeds": m.seeds,
         "thresholds": plan.thresholds,
         "threshold_convention": "a threshold t counts weights w < t/n, i.e. t is a fraction of the uniform weight 1/n "
-                                "(n = channels, or pixels for the spatial part)",
+        "(n = channels, or pixels for the spatial part)",
         "masked_count": "per layer floor(ratio * C) channels, lowest-ranked first, at every block-level site",
         "finetune_epochs": plan.finetune_epochs if tuned else 0,
         "finetune_ratios": plan.finetune_ratios if tuned else [],
-        "finetune_lr": plan.finetune_lr, "finetune_optimizer": cfg.optim.name,
+        "finetune_lr": plan.finetune_lr,
+        "finetune_optimizer": cfg.optim.name,
         "finetune_schedule": "cosine from lr to 0",
-        "finetune_momentum": cfg.optim.momentum, "finetune_weight_decay": cfg.optim.weight_decay,
-        "finetune_batch_size": cfg.trainer.batch_size, "finetune_random_seeds": m.seeds[:1] if tuned else [],
-        "device": runtime.describe_device(m.device), "precision": cfg.trainer.precision,
-        "eval_batch_size": cfg.trainer.eval_batch_size, "limit_batches": plan.limit_batches,
-        "overrides": list(plan.overrides), "tensorboard": plan.tensorboard,
+        "finetune_momentum": cfg.optim.momentum,
+        "finetune_weight_decay": cfg.optim.weight_decay,
+        "finetune_batch_size": cfg.trainer.batch_size,
+        "finetune_random_seeds": m.seeds[:1] if tuned else [],
+        "device": runtime.describe_device(m.device),
+        "precision": cfg.trainer.precision,
+        "eval_batch_size": cfg.trainer.eval_batch_size,
+        "limit_batches": plan.limit_batches,
+        "overrides": list(plan.overrides),
+        "tensorboard": plan.tensorboard,
     }
 
 
@@ -342,13 +403,19 @@ def analysis_record(plan: AnalysisPlan, m: Measured) -> dict:
         "checkpoint": str(m.checkpoint.resolve()),
         "checkpoint_which": plan.which,
         "epoch": int(m.state["state"]["epochs_done"]),
-        "backbone": cfg.backbone.name, "attention": cfg.attention.name, "data": cfg.data.name,
+        "backbone": cfg.backbone.name,
+        "attention": cfg.attention.name,
+        "data": cfg.data.name,
         "seed": cfg.seed,
         "sparsity": SparsityPenalty(m.model, cfg.sparsity, cfg.sparsity_mode).weight,  # effective, as the record
         "config": _record_config(plan, m),
         "run_config": asdict(cfg),
-        "unmasked": {"test_top1_err": unmasked["top1_err"], "test_top5_err": unmasked["top5_err"],
-                     "test_loss": unmasked["loss"], "images": int(unmasked["images"])},
+        "unmasked": {
+            "test_top1_err": unmasked["top1_err"],
+            "test_top5_err": unmasked["top5_err"],
+            "test_loss": unmasked["loss"],
+            "images": int(unmasked["images"]),
+        },
         "sites": [s.to_record() for s in m.sites],
         "layers": m.layers,
         "masking": m.study.entries,
@@ -503,41 +570,71 @@ def analyze(
     ctx: typer.Context,
     run_dir: Path = typer.Argument(..., help="The run folder (holding checkpoints/ and record.json)."),
     checkpoint: str = typer.Option("last", "--checkpoint", "-c", help="Which checkpoint: last or best."),
-    ratios: str = typer.Option(DEFAULT_RATIOS, "--ratios",
+    ratios: str = typer.Option(
+        DEFAULT_RATIOS,
+        "--ratios",
         help="Shares of each layer's channels to mask, comma list in [0, 1) "
-             "(0 and the fine-tune ratios are always added)."),
-    rankings: str | None = typer.Option(None, "--rankings",
-        help="Comma list of nam, bn, random (default: every one the run has)."),
+        "(0 and the fine-tune ratios are always added).",
+    ),
+    rankings: str | None = typer.Option(
+        None, "--rankings", help="Comma list of nam, bn, random (default: every one the run has)."
+    ),
     random_seeds: int = typer.Option(3, "--random-seeds", help="How many random rankings (seeds 0..N-1) to average."),
-    thresholds: str = typer.Option(DEFAULT_THRESHOLDS, "--thresholds",
-        help="Weight thresholds as fractions of the uniform weight 1/C (share of w < t/C)."),
-    finetune_epochs: int = typer.Option(1, "--finetune-epochs",
-        help="Fine-tune epochs with the masks in place (0: no fine-tuning)."),
+    thresholds: str = typer.Option(
+        DEFAULT_THRESHOLDS,
+        "--thresholds",
+        help="Weight thresholds as fractions of the uniform weight 1/C (share of w < t/C).",
+    ),
+    finetune_epochs: int = typer.Option(
+        1, "--finetune-epochs", help="Fine-tune epochs with the masks in place (0: no fine-tuning)."
+    ),
     finetune_ratio: str = typer.Option("0.3", "--finetune-ratio", help="Masked ratio(s) to fine-tune at, comma list."),
-    finetune_lr: float = typer.Option(0.01, "--finetune-lr",
-        help="Fine-tune learning rate (run's optimizer, cosine to 0)."),
-    device: str | None = typer.Option(None, "--device",
-        help="auto, cpu, cuda or cuda:N (default: the run's trainer.device)."),
-    batch_size: int | None = typer.Option(None, "--batch-size",
-        help="Evaluation batch size (default: the run's trainer.eval_batch_size)."),
-    limit_batches: int = typer.Option(0, "--limit-batches",
-        help="Use only this many batches per evaluation and fine-tune epoch (0: all)."),
-    format: str | None = typer.Option(None, "--format", "-f",
-        help="markdown | csv | json (to stdout, or to --output)."),
-    output: Path | None = typer.Option(None, "--output", "-o",
-        help="Write the table to this file (format from --format or the suffix)."),
+    finetune_lr: float = typer.Option(
+        0.01, "--finetune-lr", help="Fine-tune learning rate (run's optimizer, cosine to 0)."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda or cuda:N (default: the run's trainer.device)."
+    ),
+    batch_size: int | None = typer.Option(
+        None, "--batch-size", help="Evaluation batch size (default: the run's trainer.eval_batch_size)."
+    ),
+    limit_batches: int = typer.Option(
+        0, "--limit-batches", help="Use only this many batches per evaluation and fine-tune epoch (0: all)."
+    ),
+    format: str | None = typer.Option(
+        None, "--format", "-f", help="markdown | csv | json (to stdout, or to --output)."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write the table to this file (format from --format or the suffix)."
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file."),
-    tensorboard: bool = typer.Option(True, "--tensorboard/--no-tensorboard",
-        help="Also log the results to the run's tb/ folder."),
+    tensorboard: bool = typer.Option(
+        True, "--tensorboard/--no-tensorboard", help="Also log the results to the run's tb/ folder."
+    ),
 ) -> None:
     """Measure NAM's weights and gates, and the error with the lowest-ranked channels masked (nam vs bn vs random).
 
     Extra arguments are overrides of where and how it runs, as for eval (e.g. data.root=/data trainer.device=cpu).
     Results go to RUN_DIR/analysis/ (a previous analysis moves to analysis/previous-<time>/) and RUN_DIR/tb.
     """
-    run_analyze(run_dir, list(ctx.args), AnalyzeOptions(
-        which=checkpoint, ratios=ratios, rankings=rankings, random_seeds=random_seeds, thresholds=thresholds,
-        finetune_epochs=finetune_epochs, finetune_ratio=finetune_ratio, finetune_lr=finetune_lr, device=device,
-        batch_size=batch_size, limit_batches=limit_batches, format=format, output=output, force=force,
-        tensorboard=tensorboard,
-    ))
+    run_analyze(
+        run_dir,
+        list(ctx.args),
+        AnalyzeOptions(
+            which=checkpoint,
+            ratios=ratios,
+            rankings=rankings,
+            random_seeds=random_seeds,
+            thresholds=thresholds,
+            finetune_epochs=finetune_epochs,
+            finetune_ratio=finetune_ratio,
+            finetune_lr=finetune_lr,
+            device=device,
+            batch_size=batch_size,
+            limit_batches=limit_batches,
+            format=format,
+            output=output,
+            force=force,
+            tensorboard=tensorboard,
+        ),
+    )

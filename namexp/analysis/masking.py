@@ -29,10 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from namexp.errors import UserError
+from namexp.evaluation.metrics import split_metrics
 from namexp.models.attention import NAMModule
 from namexp.models.sites import SITE_SPECS_ATTR, AttentionSite, _attention_name, _join
 from namexp.train import runtime
-from namexp.evaluation.metrics import split_metrics
 from namexp.train.step import training_step
 
 RANKINGS = ("nam", "bn", "random")
@@ -83,8 +83,18 @@ def every_site(model: nn.Module) -> list[AttentionSite]:
         for spec in getattr(owner, SITE_SPECS_ATTR, ()):
             site = _join(owner_name, spec.attr)
             bn = _join(owner_name, spec.preceding_bn) if spec.preceding_bn else None
-            found.append(AttentionSite(site, _attention_name(model.get_submodule(site)), spec.channels, spec.spatial_size,
-                                       spec.where, model.get_submodule(bn) if bn else None, spec.kind, bn))
+            found.append(
+                AttentionSite(
+                    site,
+                    _attention_name(model.get_submodule(site)),
+                    spec.channels,
+                    spec.spatial_size,
+                    spec.where,
+                    model.get_submodule(bn) if bn else None,
+                    spec.kind,
+                    bn,
+                )
+            )
     return found
 
 
@@ -108,13 +118,17 @@ def channel_scores(sites: Sequence[BlockSite], ranking: str, seed: int | None = 
     if ranking == "nam":
         missing = [s.site for s in sites if not s.nam_channel]
         if missing:
-            raise UserError(f"ranking nam needs a NAM channel submodule at every block-level site ({missing[0]} has none): "
-                            "use --rankings bn,random")
+            raise UserError(
+                f"ranking nam needs a NAM channel submodule at every block-level site ({missing[0]} has none): "
+                "use --rankings bn,random"
+            )
         return {s.site: s.module.nam_weights()["channel"].detach().double().abs().cpu() for s in sites}
     if ranking == "bn":
         missing = [s.site for s in sites if s.preceding_bn is None]
         if missing:
-            raise UserError(f"ranking bn needs a BatchNorm right before every site ({missing[0]} has none): use --rankings nam,random")
+            raise UserError(
+                f"ranking bn needs a BatchNorm right before every site ({missing[0]} has none): use --rankings nam,random"
+            )
         return {s.site: s.preceding_bn.weight.detach().double().abs().cpu() for s in sites}
     if ranking == "random":
         if seed is None:
@@ -187,7 +201,9 @@ class FinetuneRecipe:
     seed: int
 
 
-def finetune(model: nn.Module, masks: dict[str, Tensor], train_loader, recipe: FinetuneRecipe, device: torch.device) -> nn.Module:
+def finetune(
+    model: nn.Module, masks: dict[str, Tensor], train_loader, recipe: FinetuneRecipe, device: torch.device
+) -> nn.Module:
     """A fine-tuned copy of `model` with the masks held in place; `model` itself is not touched.
 
     The run's optimizer type, momentum and weight decay with lr `recipe.lr`, decayed by half a cosine to 0
@@ -233,7 +249,7 @@ class StudyPlan:
         """(ranking, seed, channel order per site) for every ranking and random seed of the plan."""
         out = []
         for ranking in self.rankings:
-            for seed in (self.random_seeds if ranking == "random" else (None,)):
+            for seed in self.random_seeds if ranking == "random" else (None,):
                 out.append((ranking, seed, channel_order(channel_scores(sites, ranking, seed))))
         return out
 
@@ -265,9 +281,18 @@ def run_study(
 
     def entry(ranking, seed, ratio, finetuned, metrics, masks):
         masked = sum(int((m == 0).sum()) for m in masks.values())
-        e = {"ranking": ranking, "ratio": float(ratio), "finetuned": finetuned, "seed": seed,
-             "test_top1_err": metrics["top1_err"], "test_top5_err": metrics["top5_err"], "test_loss": metrics["loss"],
-             "images": int(metrics["images"]), "masked_channels": masked, "total_channels": total}
+        e = {
+            "ranking": ranking,
+            "ratio": float(ratio),
+            "finetuned": finetuned,
+            "seed": seed,
+            "test_top1_err": metrics["top1_err"],
+            "test_top5_err": metrics["top5_err"],
+            "test_loss": metrics["loss"],
+            "images": int(metrics["images"]),
+            "masked_channels": masked,
+            "total_channels": total,
+        }
         if finetuned:
             e.update({"finetune_epochs": recipe.epochs, "finetune_lr": recipe.lr})
         result.entries.append(e)
@@ -306,11 +331,17 @@ def check_rankings(requested: Iterable[str], sites: Sequence[BlockSite], attenti
     requested = list(requested)
     unknown = [r for r in requested if r not in RANKINGS]
     if unknown:
-        raise UserError(f"unknown ranking {unknown[0]!r}: use a comma list of {', '.join(RANKINGS)} (e.g. --rankings nam,bn,random)")
+        raise UserError(
+            f"unknown ranking {unknown[0]!r}: use a comma list of {', '.join(RANKINGS)} (e.g. --rankings nam,bn,random)"
+        )
     available = available_rankings(sites)
     missing = [r for r in requested if r not in available]
     if missing:
-        why = {"nam": f"attention={attention} has no NAM channel weights at its block-level sites",
-               "bn": "not every site has a BatchNorm right before it"}.get(missing[0], "")
-        raise UserError(f"ranking {missing[0]} is not available for this run ({why}): use --rankings {','.join(available)}")
+        why = {
+            "nam": f"attention={attention} has no NAM channel weights at its block-level sites",
+            "bn": "not every site has a BatchNorm right before it",
+        }.get(missing[0], "")
+        raise UserError(
+            f"ranking {missing[0]} is not available for this run ({why}): use --rankings {','.join(available)}"
+        )
     return [r for r in RANKINGS if r in requested]

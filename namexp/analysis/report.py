@@ -15,7 +15,8 @@ import csv
 import io
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from namexp.analysis.masking import RANKINGS
 from namexp.compare.stats import mean_std
@@ -26,8 +27,19 @@ SUFFIXES = {".md": "markdown", ".markdown": "markdown", ".csv": "csv", ".json": 
 DASH = "–"
 MASKING_PNG = "masking.png"
 WEIGHTS_PNG = "weights.png"
-CSV_COLUMNS = ("ranking", "ratio", "finetuned", "n", "seeds", "top1_err_mean", "top1_err_std", "top5_err_mean",
-               "delta_top1_err", "masked_channels", "total_channels")
+CSV_COLUMNS = (
+    "ranking",
+    "ratio",
+    "finetuned",
+    "n",
+    "seeds",
+    "top1_err_mean",
+    "top1_err_std",
+    "top5_err_mean",
+    "delta_top1_err",
+    "masked_channels",
+    "total_channels",
+)
 COLORS = {"nam": "tab:red", "bn": "tab:blue", "random": "tab:gray"}
 
 
@@ -44,12 +56,21 @@ def summary_rows(entries: Sequence[dict], unmasked_top1: float | None) -> list[d
         top1, top1_std = mean_std([m["test_top1_err"] for m in members])
         top5, _ = mean_std([m["test_top5_err"] for m in members])
         seeds = [m["seed"] for m in members if m.get("seed") is not None]
-        rows.append({
-            "ranking": ranking, "ratio": ratio, "finetuned": finetuned, "n": len(members),
-            "seeds": ",".join(str(s) for s in seeds), "top1_err_mean": top1, "top1_err_std": top1_std,
-            "top5_err_mean": top5, "delta_top1_err": None if unmasked_top1 is None or top1 is None else top1 - unmasked_top1,
-            "masked_channels": members[0].get("masked_channels"), "total_channels": members[0].get("total_channels"),
-        })
+        rows.append(
+            {
+                "ranking": ranking,
+                "ratio": ratio,
+                "finetuned": finetuned,
+                "n": len(members),
+                "seeds": ",".join(str(s) for s in seeds),
+                "top1_err_mean": top1,
+                "top1_err_std": top1_std,
+                "top5_err_mean": top5,
+                "delta_top1_err": None if unmasked_top1 is None or top1 is None else top1 - unmasked_top1,
+                "masked_channels": members[0].get("masked_channels"),
+                "total_channels": members[0].get("total_channels"),
+            }
+        )
     return rows
 
 
@@ -94,8 +115,12 @@ def layer_grid(record: dict) -> tuple[list[str], list[list[str]]]:
     """Per-layer table: NAM channel weights in units of 1/C, shares below thresholds, mean gate, BN |γ| share."""
     thresholds = record["config"]["thresholds"]
     keys = [f"{t:g}" for t in thresholds]
-    headers = ["site", "C", "part", "min·n", "median·n", "max·n"] + [f"< {k}/n" for k in keys] + ["gate mean"] + \
-              [f"bn |γ| < {k}/n" for k in keys]
+    headers = (
+        ["site", "C", "part", "min·n", "median·n", "max·n"]
+        + [f"< {k}/n" for k in keys]
+        + ["gate mean"]
+        + [f"bn |γ| < {k}/n" for k in keys]
+    )
     table = []
     for layer in record["layers"]:
         bn = layer.get("bn") or {}
@@ -125,12 +150,16 @@ def notes(record: dict) -> list[str]:
         f"backbone BatchNorm before the site; random: mean ± std over seeds {cfg['random_seeds']}.",
     ]
     if cfg["finetune_epochs"] and cfg["finetune_ratios"]:
-        lines.append(f"Fine-tuned: {cfg['finetune_epochs']} epoch(s) with the masks in place, {cfg['finetune_optimizer']} lr "
-                     f"{cfg['finetune_lr']:g} (cosine to 0), no sparsity penalty, on a copy of the model (random: seed "
-                     f"{cfg['random_seeds'][0] if cfg['random_seeds'] else DASH}).")
-    lines.append("Weights: NAM's normalised weights in units of the uniform weight 1/n (n = channels, or pixels for the "
-                 "spatial part); '< t/n' = share of weights below t/n; gate mean = mean of sigmoid(w ⊙ BN(F)) on the "
-                 "test images (eval mode); bn |γ| = the preceding backbone BatchNorm's |γ| normalised the same way.")
+        lines.append(
+            f"Fine-tuned: {cfg['finetune_epochs']} epoch(s) with the masks in place, {cfg['finetune_optimizer']} lr "
+            f"{cfg['finetune_lr']:g} (cosine to 0), no sparsity penalty, on a copy of the model (random: seed "
+            f"{cfg['random_seeds'][0] if cfg['random_seeds'] else DASH})."
+        )
+    lines.append(
+        "Weights: NAM's normalised weights in units of the uniform weight 1/n (n = channels, or pixels for the "
+        "spatial part); '< t/n' = share of weights below t/n; gate mean = mean of sigmoid(w ⊙ BN(F)) on the "
+        "test images (eval mode); bn |γ| = the preceding backbone BatchNorm's |γ| normalised the same way."
+    )
     return lines
 
 
@@ -149,8 +178,18 @@ def render_csv(record: dict) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in record["summary"]:
-        writer.writerow(["" if row[c] is None else (str(row[c]).lower() if isinstance(row[c], bool) else
-                                                    (repr(row[c]) if isinstance(row[c], float) else row[c])) for c in CSV_COLUMNS])
+        writer.writerow(
+            [
+                ""
+                if row[c] is None
+                else (
+                    str(row[c]).lower()
+                    if isinstance(row[c], bool)
+                    else (repr(row[c]) if isinstance(row[c], float) else row[c])
+                )
+                for c in CSV_COLUMNS
+            ]
+        )
     return buf.getvalue()
 
 
@@ -177,8 +216,9 @@ def render_terminal(record: dict, console) -> None:
     from rich.table import Table
 
     headers, rows = masking_grid(record)
-    table = Table(title=f"Masked channels: {record['backbone']} + {record['attention']} on {record['data']} "
-                        f"(test top-1 error %)")
+    table = Table(
+        title=f"Masked channels: {record['backbone']} + {record['attention']} on {record['data']} (test top-1 error %)"
+    )
     for i, h in enumerate(headers):
         table.add_column(h, justify="left" if i < 2 else "right")
     for r in rows:
@@ -214,15 +254,27 @@ def masking_figure(record: dict):
             ax.plot(x, y, marker="o", color=color, label=label)
             if ranking == "random":
                 std = [r["top1_err_std"] or 0.0 for r in plain]
-                ax.fill_between(x, [a - s for a, s in zip(y, std)], [a + s for a, s in zip(y, std)], color=color, alpha=0.25)
+                ax.fill_between(
+                    x, [a - s for a, s in zip(y, std)], [a + s for a, s in zip(y, std)], color=color, alpha=0.25
+                )
         tuned = sorted((r for r in rows if r["ranking"] == ranking and r["finetuned"]), key=lambda r: r["ratio"])
         if tuned:
-            ax.plot([100 * r["ratio"] for r in tuned], [r["top1_err_mean"] for r in tuned], linestyle="none", marker="*",
-                    markersize=13, markeredgecolor="black", color=color, label=f"{ranking} fine-tuned")
+            ax.plot(
+                [100 * r["ratio"] for r in tuned],
+                [r["top1_err_mean"] for r in tuned],
+                linestyle="none",
+                marker="*",
+                markersize=13,
+                markeredgecolor="black",
+                color=color,
+                label=f"{ranking} fine-tuned",
+            )
     ax.axhline(record["unmasked"]["test_top1_err"], color="black", linestyle=":", linewidth=1, label="unmasked")
     ax.set_xlabel("channels masked per layer (%)")
     ax.set_ylabel("test top-1 error (%)")
-    ax.set_title(f"{record['backbone']} + {record['attention']} ({record['data']}, epoch {record['epoch']})", fontsize=10)
+    ax.set_title(
+        f"{record['backbone']} + {record['attention']} ({record['data']}, epoch {record['epoch']})", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
@@ -237,7 +289,7 @@ def weights_figure(record: dict, weights: dict):
     rows = max(1, math.ceil(len(layers) / cols))
     fig = Figure(figsize=(3.2 * cols, 2.6 * rows), dpi=110, layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[len(layers):]:
+    for ax in axes[len(layers) :]:
         ax.set_visible(False)
     thresholds = record["config"]["thresholds"]
     for ax, layer in zip(axes, layers):
@@ -298,7 +350,9 @@ def log_tensorboard(tb_dir, record: dict, figures: dict) -> None:
                 writer.add_scalar(f"analysis/{kind}_std/{row['ranking']}", row["top1_err_std"], step)
         for e in record["masking"]:
             if e["ranking"] == "random" and not e["finetuned"]:
-                writer.add_scalar(f"analysis/masked_top1_err/random_seed{e['seed']}", e["test_top1_err"], int(round(100 * e["ratio"])))
+                writer.add_scalar(
+                    f"analysis/masked_top1_err/random_seed{e['seed']}", e["test_top1_err"], int(round(100 * e["ratio"]))
+                )
         epoch = int(record["epoch"])
         for layer in record["layers"]:
             for part, stats in layer["nam"].items():

@@ -18,7 +18,7 @@ leaves the evaluation it rides on unchanged); the model code is untouched.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -109,7 +109,9 @@ class GateRecorder:
 
     @contextlib.contextmanager
     def attached(self):
-        handles = [gate.register_forward_pre_hook(self._hook((site, part), part, gate)) for site, part, gate in self.targets]
+        handles = [
+            gate.register_forward_pre_hook(self._hook((site, part), part, gate)) for site, part, gate in self.targets
+        ]
         try:
             yield self
         finally:
@@ -134,7 +136,9 @@ def _bn_eval(bn: nn.modules.batchnorm._BatchNorm, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def gate_means(model: nn.Module, sites: Sequence, loader, precision: str, device: torch.device) -> dict[str, dict[str, Tensor]]:
+def gate_means(
+    model: nn.Module, sites: Sequence, loader, precision: str, device: torch.device
+) -> dict[str, dict[str, Tensor]]:
     """Mean gate value per channel (per pixel for the spatial part) of every NAM site over `loader`, eval mode."""
     recorder = GateRecorder(sites)
     if not recorder.targets:
@@ -147,7 +151,9 @@ def gate_means(model: nn.Module, sites: Sequence, loader, precision: str, device
     return recorder.means()
 
 
-def layer_stats(sites: Sequence, thresholds: Sequence[float], gates: dict[str, dict[str, Tensor]] | None = None) -> list[dict]:
+def layer_stats(
+    sites: Sequence, thresholds: Sequence[float], gates: dict[str, dict[str, Tensor]] | None = None
+) -> list[dict]:
     """One entry per block-level site: its NAM weights (per part, with gate means) and its preceding BN's |γ|."""
     gates = gates or {}
     low = min(thresholds) if thresholds else None
@@ -164,7 +170,9 @@ def layer_stats(sites: Sequence, thresholds: Sequence[float], gates: dict[str, d
                 if low is not None:
                     small = w.double() < low / w.numel()
                     stats["gate_mean_below_lowest_threshold"] = float(g[small].mean()) if bool(small.any()) else None
-                    stats["gate_mean_above_lowest_threshold"] = float(g[~small].mean()) if bool((~small).any()) else None
+                    stats["gate_mean_above_lowest_threshold"] = (
+                        float(g[~small].mean()) if bool((~small).any()) else None
+                    )
                 stats["gate_per_unit"] = [float(v) for v in g.tolist()]
             entry["nam"][part] = stats
         if site.preceding_bn is not None:

@@ -35,7 +35,7 @@ class Measurements:
 
 
 def measure(plan: BenchPlan, tmp: Path, status: Console) -> Measurements:
-    from namexp.profile import count_params
+    from namexp.costs import count_params
     from namexp.train.setup import RunContext, set_up
 
     run, opts, t = plan.run, plan.options, plan.run.trainer
@@ -46,11 +46,14 @@ def measure(plan: BenchPlan, tmp: Path, status: Console) -> Measurements:
         device, data = s.device, s.data
         notes = []
         if len(data.train) < opts.steps:
-            notes.append(f"the training set holds only {len(data.train)} batches: namexp timed {len(data.train)} "
-                         "steps per call")
+            notes.append(
+                f"the training set holds only {len(data.train)} batches: namexp timed {len(data.train)} steps per call"
+            )
         images, labels = synthetic_batch(t.batch_size, data.image_size, data.num_classes, device, t.channels_last)
-        pipelines = [limit_pipeline(run, s, images, labels, opts.steps, opts.warmup),
-                     namexp_pipeline(run, ctx, s, opts.steps, opts.warmup)]
+        pipelines = [
+            limit_pipeline(run, s, images, labels, opts.steps, opts.warmup),
+            namexp_pipeline(run, ctx, s, opts.steps, opts.warmup),
+        ]
         if not opts.skip_reference:
             status.print("[dim]starting the reference DataLoader...[/dim]")
             pipelines.append(reference_pipeline(run, s, opts.steps, opts.warmup, opts.repeats))
@@ -62,8 +65,7 @@ def measure(plan: BenchPlan, tmp: Path, status: Console) -> Measurements:
         if plan.attention_runs:
             contenders = build_contenders(plan.attention_runs, data.num_classes, data.image_size, device, status)
             time_contenders(contenders, images, labels, device, opts, status)
-    return Measurements(device, s.penalty.weight, count_params(s.model), throughput, steps, latency, contenders,
-                        notes)
+    return Measurements(device, s.penalty.weight, count_params(s.model), throughput, steps, latency, contenders, notes)
 
 
 def _room_for_graphs(compile: bool) -> contextlib.AbstractContextManager:
@@ -77,8 +79,9 @@ def _room_for_graphs(compile: bool) -> contextlib.AbstractContextManager:
     return config.patch(**{key: max(64, getattr(config, key))})
 
 
-def time_pipelines(pipelines: list[Pipeline], device: torch.device, opts: BenchOptions, status: Console,
-                   compiling: bool) -> dict[str, list[float]]:
+def time_pipelines(
+    pipelines: list[Pipeline], device: torch.device, opts: BenchOptions, status: Console, compiling: bool
+) -> dict[str, list[float]]:
     """img/s of --steps steps, per pipeline and repeat, the pipelines' order rotating from repeat to repeat."""
     status.print(f"[dim]warm-up ({opts.warmup} steps each{', compiling' if compiling else ''})...[/dim]")
     for p in pipelines:

@@ -34,11 +34,16 @@ class Contender:
     infer_ms: list[float] = field(default_factory=list)
 
 
-def build_contenders(attention_runs: list[tuple[AttentionChoice, RunConfig]], num_classes: int, image_size: int,
-                     device: torch.device, status: Console) -> list[Contender]:
+def build_contenders(
+    attention_runs: list[tuple[AttentionChoice, RunConfig]],
+    num_classes: int,
+    image_size: int,
+    device: torch.device,
+    status: Console,
+) -> list[Contender]:
     import torch
 
-    from namexp.profile import count_params
+    from namexp.costs import count_params
     from namexp.train import runtime
     from namexp.train.build import make_model, make_optimizer
 
@@ -51,13 +56,27 @@ def build_contenders(attention_runs: list[tuple[AttentionChoice, RunConfig]], nu
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last)
         net = torch.compile(model) if t.compile else model
-        contenders.append(Contender(choice, cfg, net, make_optimizer(model, cfg.optim),
-                                    runtime.grad_scaler(t.precision, device), count_params(model)))
+        contenders.append(
+            Contender(
+                choice,
+                cfg,
+                net,
+                make_optimizer(model, cfg.optim),
+                runtime.grad_scaler(t.precision, device),
+                count_params(model),
+            )
+        )
     return contenders
 
 
-def time_contenders(contenders: list[Contender], images: torch.Tensor, labels: torch.Tensor, device: torch.device,
-                    options: BenchOptions, status: Console) -> None:
+def time_contenders(
+    contenders: list[Contender],
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    options: BenchOptions,
+    status: Console,
+) -> None:
     """Fill each contender's samples: --warmup untimed, then --repeats rounds in rotating order."""
     status.print(f"[dim]overheads: warm-up of {len(contenders)} models...[/dim]")
     for c in contenders:

@@ -29,8 +29,9 @@ class Pipeline:
     steps: int  # what one timed call of n = --steps really runs
 
 
-def limit_pipeline(run: RunConfig, s: Setup, images: torch.Tensor, labels: torch.Tensor, steps: int,
-                   warmup: int) -> Pipeline:
+def limit_pipeline(
+    run: RunConfig, s: Setup, images: torch.Tensor, labels: torch.Tensor, steps: int, warmup: int
+) -> Pipeline:
     """The step alone on a batch already on the device: no data, no penalty, no metrics, no read-back."""
     t = run.trainer
 
@@ -87,8 +88,9 @@ def reference_pipeline(run: RunConfig, s: Setup, steps: int, warmup: int, repeat
     return Pipeline("reference", reference, lambda: reference(1 + warmup), steps)
 
 
-def reference_batches(run: RunConfig, batch_size: int, device: torch.device,
-                      total_steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def reference_batches(
+    run: RunConfig, batch_size: int, device: torch.device, total_steps: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The official script's input pipeline, as a persistent iterator over `total_steps` full batches."""
     import torch
 
@@ -104,10 +106,17 @@ def reference_batches(run: RunConfig, batch_size: int, device: torch.device,
     train_tf, _ = reference_transforms(d, crop, flip)
     dataset = TensorImageDataset(images, labels, train_tf)
     # shuffle=True, drawn for as many batches as the bench takes (whole permutations, one after another).
-    sampler = torch.utils.data.RandomSampler(dataset, num_samples=total_steps * batch_size,
-                                             generator=torch.Generator().manual_seed(run.seed))
+    sampler = torch.utils.data.RandomSampler(
+        dataset, num_samples=total_steps * batch_size, generator=torch.Generator().manual_seed(run.seed)
+    )
     workers = run.trainer.num_workers
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                                         pin_memory=device.type == "cuda", drop_last=True,
-                                         persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=workers > 0,
+    )
     return iter(loader)

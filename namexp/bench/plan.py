@@ -67,8 +67,10 @@ def plan_bench(options: BenchOptions, overrides: list[str], argv: list[str], val
     options.check()
     check_bench_output(options.output, options.force)
     if launch.sweep_values(overrides):
-        raise UserError("namexp bench measures one configuration: drop the comma list or range "
-                        "(compare attention types with --attentions none,nam,se)")
+        raise UserError(
+            "namexp bench measures one configuration: drop the comma list or range "
+            "(compare attention types with --attentions none,nam,se)"
+        )
     choices = [] if options.skip_overheads else parse_attentions(options.attentions)
     run = compose_run(overrides)
     notes = fit_to_steps(run, options)
@@ -83,8 +85,10 @@ def check_overrides(overrides: list[str], valid_flags: list[str]) -> None:
     for arg in overrides:
         if arg.startswith("-"):
             hint = " (it measures one configuration, -m does not apply)" if arg in ("-m", "--multirun") else ""
-            raise UserError(f"unknown option {arg.split('=', 1)[0]!r} for namexp bench{hint}: valid options are "
-                            f"{', '.join(valid_flags)}")
+            raise UserError(
+                f"unknown option {arg.split('=', 1)[0]!r} for namexp bench{hint}: valid options are "
+                f"{', '.join(valid_flags)}"
+            )
 
 
 def check_bench_output(path: Path | None, force: bool) -> None:
@@ -106,8 +110,10 @@ def parse_attentions(text: str) -> list[AttentionChoice]:
             continue
         name, *opts = item.split(":")
         if name not in valid:
-            raise UserError(f"--attentions: unknown attention {name!r}: choose from {', '.join(valid)} "
-                            f"(options as name:key=value, e.g. nam:impl=fused)")
+            raise UserError(
+                f"--attentions: unknown attention {name!r}: choose from {', '.join(valid)} "
+                f"(options as name:key=value, e.g. nam:impl=fused)"
+            )
         pairs = []
         for opt in opts:
             key, eq, value = opt.partition("=")
@@ -139,12 +145,16 @@ def fit_to_steps(run: RunConfig, options: BenchOptions) -> list[str]:
         notes.append(f"trainer.limit_train_batches={t.limit_train_batches} replaced by --steps {steps}")
     t.limit_train_batches = steps
     if d.name == "synthetic" and d.synthetic_train_size < steps * t.batch_size:
-        notes.append(f"data.synthetic_train_size raised from {d.synthetic_train_size} to {steps * t.batch_size} "
-                     "so that one train_epoch call runs --steps steps")
+        notes.append(
+            f"data.synthetic_train_size raised from {d.synthetic_train_size} to {steps * t.batch_size} "
+            "so that one train_epoch call runs --steps steps"
+        )
         d.synthetic_train_size = steps * t.batch_size
     if d.name == "imagefolder" and not options.skip_reference:
-        raise UserError("the reference pipeline needs an in-memory dataset (cifar10, cifar100, synthetic); "
-                        "with data=imagefolder namexp itself uses the host DataLoader: add --skip-reference")
+        raise UserError(
+            "the reference pipeline needs an in-memory dataset (cifar10, cifar100, synthetic); "
+            "with data=imagefolder namexp itself uses the host DataLoader: add --skip-reference"
+        )
     return notes
 
 

@@ -40,41 +40,61 @@ def report_tables(result: dict[str, Any]) -> list[ReportTable]:
         if entry is None:
             throughput_rows.append([name, "skipped", "-", "-"])
         else:
-            throughput_rows.append([name, _fmt(entry["img_s"]), _fmt(entry["ms_per_step"], ",.2f"),
-                                    f"{entry['img_s'] / limit:.3f}"])
+            throughput_rows.append(
+                [name, _fmt(entry["img_s"]), _fmt(entry["ms_per_step"], ",.2f"), f"{entry['img_s'] / limit:.3f}"]
+            )
     vs_reference = ratios["namexp_vs_reference"]
-    tables = [(
-        f"training throughput: {c['backbone']} + {c['attention']}, batch {c['batch_size']}, {c['device']}, "
-        f"{c['precision']}, channels_last={c['channels_last']}, compile={c['compile']}",
-        ["pipeline", "img/s (median)", "ms/step", "vs limit"], throughput_rows,
-        "; ".join(f"{name}: {what}" for name, what in PIPELINES),
-    ), (
-        "ratios and eval latency",
-        ["figure", "value"],
-        [["namexp / limit", f"{ratios['namexp_vs_limit']:.3f}"],
-         ["namexp / reference", "-" if vs_reference is None else f"{vs_reference:.2f}x"],
-         [f"eval latency, batch of {latency['batch_size']}", f"{latency['median_ms']:,.2f} ms"]],
-        "eval latency: median of inference-mode forwards of one eval batch",
-    )]
+    tables = [
+        (
+            f"training throughput: {c['backbone']} + {c['attention']}, batch {c['batch_size']}, {c['device']}, "
+            f"{c['precision']}, channels_last={c['channels_last']}, compile={c['compile']}",
+            ["pipeline", "img/s (median)", "ms/step", "vs limit"],
+            throughput_rows,
+            "; ".join(f"{name}: {what}" for name, what in PIPELINES),
+        ),
+        (
+            "ratios and eval latency",
+            ["figure", "value"],
+            [
+                ["namexp / limit", f"{ratios['namexp_vs_limit']:.3f}"],
+                ["namexp / reference", "-" if vs_reference is None else f"{vs_reference:.2f}x"],
+                [f"eval latency, batch of {latency['batch_size']}", f"{latency['median_ms']:,.2f} ms"],
+            ],
+            "eval latency: median of inference-mode forwards of one eval batch",
+        ),
+    ]
     o = result.get("overheads")
     if o:
-        tables.append((
-            f"attention overheads over none on {o['backbone']}, batch {o['batch_size']}",
-            ["attention", "extra params", "train ms/step", "train overhead", "infer ms/batch", "infer overhead"],
-            [[r["attention"], f"{r['extra_params']:,}", _fmt(r["train_step_ms"], ",.2f"), _pct(r["train_overhead_pct"]),
-              _fmt(r["infer_ms"], ",.2f"), _pct(r["infer_overhead_pct"])] for r in o["rows"]],
-            "pure model cost (limit-style steps; inference-mode forwards of the same batch); overhead = median over "
-            "repeats of (time / none's time in the same repeat) - 1",
-        ))
+        tables.append(
+            (
+                f"attention overheads over none on {o['backbone']}, batch {o['batch_size']}",
+                ["attention", "extra params", "train ms/step", "train overhead", "infer ms/batch", "infer overhead"],
+                [
+                    [
+                        r["attention"],
+                        f"{r['extra_params']:,}",
+                        _fmt(r["train_step_ms"], ",.2f"),
+                        _pct(r["train_overhead_pct"]),
+                        _fmt(r["infer_ms"], ",.2f"),
+                        _pct(r["infer_overhead_pct"]),
+                    ]
+                    for r in o["rows"]
+                ],
+                "pure model cost (limit-style steps; inference-mode forwards of the same batch); overhead = median over "
+                "repeats of (time / none's time in the same repeat) - 1",
+            )
+        )
     return tables
 
 
 def machine_line(result: dict[str, Any]) -> str:
     m, c = result["machine"], result["config"]
     load = f", load {m['load_average_1m']}" if "load_average_1m" in m else ""
-    return (f"device {m['device']}; CPU {m['cpu']} x{m['cpu_count']}, {m['torch_threads']} torch "
-            f"threads{load}; torch {m['torch']}; {c['precision']}, channels_last={c['channels_last']}, "
-            f"compile={c['compile']}")
+    return (
+        f"device {m['device']}; CPU {m['cpu']} x{m['cpu_count']}, {m['torch_threads']} torch "
+        f"threads{load}; torch {m['torch']}; {c['precision']}, channels_last={c['channels_last']}, "
+        f"compile={c['compile']}"
+    )
 
 
 def print_report(console: Console, result: dict[str, Any]) -> None:
@@ -87,8 +107,10 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
         console.print(table)
     console.print(f"[dim]{machine_line(result)}[/dim]")
     s = result["settings"]
-    console.print(f"[dim]{s['steps']} steps x {s['repeats']} repeats after {s['warmup']} warm-up steps; "
-                  f"command: {result['command']}[/dim]")
+    console.print(
+        f"[dim]{s['steps']} steps x {s['repeats']} repeats after {s['warmup']} warm-up steps; "
+        f"command: {result['command']}[/dim]"
+    )
     for note in result["notes"]:
         console.print(f"[yellow]note:[/yellow] {note}")
 

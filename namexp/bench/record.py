@@ -27,22 +27,41 @@ def build_record(plan: BenchPlan, m: Measurements) -> dict[str, Any]:
     result: dict[str, Any] = {
         "format": FORMAT,
         "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "settings": {"steps": opts.steps, "warmup": opts.warmup, "repeats": opts.repeats,
-                     "eval_steps": opts.eval_steps, "attentions": [c.label for c, _ in plan.attention_runs],
-                     "skip_reference": opts.skip_reference},
+        "settings": {
+            "steps": opts.steps,
+            "warmup": opts.warmup,
+            "repeats": opts.repeats,
+            "eval_steps": opts.eval_steps,
+            "attentions": [c.label for c, _ in plan.attention_runs],
+            "skip_reference": opts.skip_reference,
+        },
         "config": {
-            "backbone": run.backbone.name, "attention": run.attention.name,
-            "attention_options": dict(run.attention.options), "data": run.data.name,
-            "batch_size": t.batch_size, "eval_batch_size": t.eval_batch_size, "device": str(m.device),
-            "precision": t.precision, "channels_last": t.channels_last, "compile": t.compile,
-            "num_workers": t.num_workers, "log_interval": t.log_interval, "sparsity": m.sparsity,
-            "sparsity_mode": run.sparsity_mode, "optimizer": run.optim.name, "params": m.params,
+            "backbone": run.backbone.name,
+            "attention": run.attention.name,
+            "attention_options": dict(run.attention.options),
+            "data": run.data.name,
+            "batch_size": t.batch_size,
+            "eval_batch_size": t.eval_batch_size,
+            "device": str(m.device),
+            "precision": t.precision,
+            "channels_last": t.channels_last,
+            "compile": t.compile,
+            "num_workers": t.num_workers,
+            "log_interval": t.log_interval,
+            "sparsity": m.sparsity,
+            "sparsity_mode": run.sparsity_mode,
+            "optimizer": run.optim.name,
+            "params": m.params,
         },
         "machine": machine_description(m.device),
-        "throughput": {name: throughput_entry(values, m.steps[name], t.batch_size)
-                       for name, values in m.throughput.items()},
-        "eval_latency": {"batch_size": t.eval_batch_size, "median_ms": float(median(m.latency_ms)),
-                         "samples_ms": m.latency_ms},
+        "throughput": {
+            name: throughput_entry(values, m.steps[name], t.batch_size) for name, values in m.throughput.items()
+        },
+        "eval_latency": {
+            "batch_size": t.eval_batch_size,
+            "median_ms": float(median(m.latency_ms)),
+            "samples_ms": m.latency_ms,
+        },
         "overheads": overheads_entry(m.contenders, t.batch_size, opts.steps, opts.eval_steps) if m.contenders else None,
         "notes": plan.notes + m.notes,
     }
@@ -59,28 +78,45 @@ def build_record(plan: BenchPlan, m: Measurements) -> dict[str, Any]:
 
 def throughput_entry(values: list[float], steps: int, batch_size: int) -> dict[str, Any]:
     img_s = float(median(values))
-    return {"img_s": img_s, "ms_per_step": batch_size / img_s * 1000, "samples_img_s": values, "steps": steps,
-            "batch_size": batch_size}
+    return {
+        "img_s": img_s,
+        "ms_per_step": batch_size / img_s * 1000,
+        "samples_img_s": values,
+        "steps": steps,
+        "batch_size": batch_size,
+    }
 
 
-def overheads_entry(contenders: list[Contender], batch_size: int, train_steps: int,
-                    infer_steps: int) -> dict[str, Any]:
+def overheads_entry(contenders: list[Contender], batch_size: int, train_steps: int, infer_steps: int) -> dict[str, Any]:
     base = next(c for c in contenders if c.choice.label == BASELINE)
     rows = []
     for c in contenders:
         # Per-repeat ratios to the baseline measured in the same repeat, then the median: drift cancels.
         train_ratio = [a / b for a, b in zip(c.train_ms, base.train_ms)]
         infer_ratio = [a / b for a, b in zip(c.infer_ms, base.infer_ms)]
-        rows.append({
-            "attention": c.choice.label, "name": c.choice.name,
-            "options": dict(c.cfg.attention.options), "params": c.params,
-            "extra_params": c.params - base.params,
-            "train_step_ms": float(median(c.train_ms)), "train_overhead_pct": 100 * (median(train_ratio) - 1),
-            "infer_ms": float(median(c.infer_ms)), "infer_overhead_pct": 100 * (median(infer_ratio) - 1),
-            "train_samples_ms": c.train_ms, "infer_samples_ms": c.infer_ms,
-        })
-    return {"baseline": BASELINE, "backbone": contenders[0].cfg.backbone.name, "batch_size": batch_size,
-            "train_steps": train_steps, "infer_steps": infer_steps, "rows": rows}
+        rows.append(
+            {
+                "attention": c.choice.label,
+                "name": c.choice.name,
+                "options": dict(c.cfg.attention.options),
+                "params": c.params,
+                "extra_params": c.params - base.params,
+                "train_step_ms": float(median(c.train_ms)),
+                "train_overhead_pct": 100 * (median(train_ratio) - 1),
+                "infer_ms": float(median(c.infer_ms)),
+                "infer_overhead_pct": 100 * (median(infer_ratio) - 1),
+                "train_samples_ms": c.train_ms,
+                "infer_samples_ms": c.infer_ms,
+            }
+        )
+    return {
+        "baseline": BASELINE,
+        "backbone": contenders[0].cfg.backbone.name,
+        "batch_size": batch_size,
+        "train_steps": train_steps,
+        "infer_steps": infer_steps,
+        "rows": rows,
+    }
 
 
 def cpu_model() -> str:
@@ -96,7 +132,7 @@ def cpu_model() -> str:
 def machine_description(device: torch.device) -> dict[str, Any]:
     import torch
 
-    from namexp.profile import environment
+    from namexp.provenance import environment
     from namexp.train import runtime
 
     env = environment(runtime.describe_device(device))

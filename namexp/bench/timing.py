@@ -38,8 +38,9 @@ def infer(net: torch.nn.Module, images: torch.Tensor, precision: str, device: to
         return net(images)
 
 
-def synthetic_batch(batch_size: int, image_size: int, num_classes: int, device: torch.device,
-                    channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def synthetic_batch(
+    batch_size: int, image_size: int, num_classes: int, device: torch.device, channels_last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A normalised-looking batch already on the device, in the model's memory format."""
     import torch
 

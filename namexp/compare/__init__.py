@@ -7,6 +7,8 @@
 - `command`: the Typer command `compare`, `run_compare` and `write_sweep_table`.
 """
 
+from __future__ import annotations
+
 from namexp.compare.collect import Run, find_records, load_runs
 from namexp.compare.stats import IGNORED_KEYS, Comparison, Group, build
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from namexp.errors import UserError
 from namexp.nested import flatten
@@ -114,8 +115,10 @@ def find_records(paths: Iterable[Path | str]) -> list[Path]:
             add(path)  # a record file itself, whatever its name
             continue
         if not os.path.isdir(path):
-            raise UserError(f"{path} does not exist: point compare at a run folder or a sweep folder (e.g. runs/multirun/...)")
-        for directory, dirnames, filenames in _walk(path):
+            raise UserError(
+                f"{path} does not exist: point compare at a run folder or a sweep folder (e.g. runs/multirun/...)"
+            )
+        for directory, _dirnames, filenames in _walk(path):
             if RECORD_FILE in filenames:
                 add(os.path.join(directory, RECORD_FILE))
     return found
@@ -126,9 +129,7 @@ def _walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
         is_run = RECORD_FILE in filenames
         # Subfolders of a run folder never hold another run: not descended into (TensorBoard folders alone
         # can hold thousands of files). Hidden folders (.hydra, .git, ...) are skipped everywhere.
-        dirnames[:] = sorted(
-            d for d in dirnames if not d.startswith(".") and not (is_run and d in RUN_SUBDIRS)
-        )
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not (is_run and d in RUN_SUBDIRS))
         yield directory, dirnames, filenames
 
 
@@ -195,7 +196,9 @@ def load_runs(paths: Iterable[Path | str]) -> tuple[list[Run], list[str]]:
             continue
         fmt = run.record.get("format")
         if isinstance(fmt, int) and fmt > 1:
-            warnings.append(f"{record_path}: record format {fmt} is newer than this namexp reads (1); reading it anyway")
+            warnings.append(
+                f"{record_path}: record format {fmt} is newer than this namexp reads (1); reading it anyway"
+            )
         run.analysis, warning = load_analysis(run)
         if warning:
             warnings.append(warning)

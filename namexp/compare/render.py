@@ -12,7 +12,8 @@ import io
 import json
 import math
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from namexp.compare.collect import MISSING, Run
 from namexp.compare.stats import BASELINE, Comparison, Group, format_value
@@ -106,7 +107,7 @@ def short_keys(keys: list[str]) -> dict[str, str]:
 def display_columns(comp: Comparison, compact: bool = False) -> list[Display]:
     """The columns of the human-readable tables. `compact` (the terminal) leaves out columns that hold one
     value in every row (they go to the title) and puts each Welch p-value into its difference's cell."""
-    s = lambda key: (lambda g, dash, pm: dash if g.stats.get(key) is None else str(g.stats[key]))  # noqa: E731
+    s = lambda key: lambda g, dash, pm: dash if g.stats.get(key) is None else str(g.stats[key])  # noqa: E731
     cols: list[Display] = []
     for key in ("data", "backbone"):
         if not (compact and _constant(comp, key) is not None):
@@ -130,11 +131,21 @@ def display_columns(comp: Comparison, compact: bool = False) -> list[Display]:
         ("final_top5", "final top-5"),
     ):
         cols.append(
-            (name, header + unit, lambda g, d, pm, n=name: _fmt_pm(g.stats[f"{n}_mean"], g.stats[f"{n}_std"], pm, d), True)
+            (
+                name,
+                header + unit,
+                lambda g, d, pm, n=name: _fmt_pm(g.stats[f"{n}_mean"], g.stats[f"{n}_std"], pm, d),
+                True,
+            )
         )
     cols += [
         ("params", "params", lambda g, d, pm: _fmt_count(g.stats["params"], d), True),
-        ("flops", "FLOPs (2/MAC)" if compact else "FLOPs (2 per mult-add)", lambda g, d, pm: _fmt_count(g.stats["flops"], d), True),
+        (
+            "flops",
+            "FLOPs (2/MAC)" if compact else "FLOPs (2 per mult-add)",
+            lambda g, d, pm: _fmt_count(g.stats["flops"], d),
+            True,
+        ),
         (
             "throughput",
             "train img/s",
@@ -152,14 +163,21 @@ def display_columns(comp: Comparison, compact: bool = False) -> list[Display]:
                 True,
             )
         )
-        cols.append((p, "p (Welch)" if compact else f"p {which} (Welch)", lambda g, d, pm, b=p: _fmt_p(g.stats[b], d), True))
+        cols.append(
+            (p, "p (Welch)" if compact else f"p {which} (Welch)", lambda g, d, pm, b=p: _fmt_p(g.stats[b], d), True)
+        )
     if not (compact and _constant(comp, "selection_split") is not None):
         cols.append(("selection_split", "best on", s("selection_split"), False))
     pct = _pct(comp.masked_ratio)
     for ranking in comp.masked_rankings:
         key = f"masked_{ranking}"
         cols.append(
-            (key, f"err@{pct} {ranking}", lambda g, d, pm, k=key: d if g.stats.get(k) is None else f"{g.stats[k]:.2f}", True)
+            (
+                key,
+                f"err@{pct} {ranking}",
+                lambda g, d, pm, k=key: d if g.stats.get(k) is None else f"{g.stats[k]:.2f}",
+                True,
+            )
         )
     return cols
 
@@ -439,7 +457,11 @@ def group_dict(group: Group, comp: Comparison) -> dict:
     out["baseline"] = (
         None
         if group.baseline is None
-        else {"label": group.baseline.label, "n": len(group.baseline.runs), "runs": [str(r.folder) for r in group.baseline.runs]}
+        else {
+            "label": group.baseline.label,
+            "n": len(group.baseline.runs),
+            "runs": [str(r.folder) for r in group.baseline.runs],
+        }
     )
     return out
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 import re
 import warnings as _warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from namexp.compare.collect import MISSING, RECORD_FIELDS, Run
 from namexp.errors import UserError
@@ -222,7 +223,7 @@ class Group:
     variant: dict = field(default_factory=dict)  # the recipe keys shown in the variant column
     stats: dict = field(default_factory=dict)  # column id -> value (None when not available)
     values: dict = field(default_factory=dict)  # statistic prefix -> the per-run values used
-    baseline: "Group | None" = None
+    baseline: Group | None = None
 
     @property
     def variant_text(self) -> str:
@@ -486,7 +487,13 @@ def _group(completed: Sequence[Run], ignored: Sequence[str], notes: list[str]) -
             rest = [k for k in varying if k != key]
             merged: dict[tuple, set] = {}
             for r, rec in zip(completed, recipes):
-                rest_key = (r.data, r.backbone, r.attention, r.sparsity, tuple(_hashable(rec.get(k, MISSING)) for k in rest))
+                rest_key = (
+                    r.data,
+                    r.backbone,
+                    r.attention,
+                    r.sparsity,
+                    tuple(_hashable(rec.get(k, MISSING)) for k in rest),
+                )
                 merged.setdefault(rest_key, set()).add(_hashable(r.seed))
             if any(len(seeds) > 1 for seeds in merged.values()):  # it keeps different seeds of one recipe apart
                 notes.append(

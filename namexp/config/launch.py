@@ -6,10 +6,12 @@ but keeps the return values and the exceptions, so that it can check things firs
 `-m`, a run folder that already holds a run) and answer mistakes with one line.
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
 
 from hydra._internal.hydra import Hydra
 from hydra._internal.utils import create_config_search_path
@@ -43,7 +45,7 @@ def hydra_app(task_name: str = "train") -> Iterator[Hydra]:
         GlobalHydra.instance().clear()
 
 
-def group_options(app: Hydra, group: str) -> List[str]:
+def group_options(app: Hydra, group: str) -> list[str]:
     return sorted(app.config_loader.get_group_options(group))
 
 
@@ -116,7 +118,7 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def expand_sweep(app: Hydra, overrides: Sequence[str]) -> List[List[str]]:
+def expand_sweep(app: Hydra, overrides: Sequence[str]) -> list[list[str]]:
     """The override list of every job of a sweep, in Hydra's job order (BasicSweeper's expansion)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
@@ -128,7 +130,7 @@ def expand_sweep(app: Hydra, overrides: Sequence[str]) -> List[List[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def sweep_values(overrides: Sequence[str]) -> List[str]:
+def sweep_values(overrides: Sequence[str]) -> list[str]:
     return [o.input_line for o in parse_overrides(overrides) if o.is_sweep_override()]
 
 

@@ -5,6 +5,8 @@ carries the same files inside the package (`namexp/conf`, see pyproject.toml), s
 `namexp` finds them without the source checkout.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
 
 from namexp.errors import UserError

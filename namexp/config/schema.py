@@ -5,8 +5,10 @@ command-line override is type-checked against these dataclasses, and an unknown 
 Range checks that types cannot express live in `namexp.config.validate`.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -16,14 +18,14 @@ from omegaconf import MISSING
 class DataConfig:
     name: str = MISSING  # cifar10 | cifar100 | imagefolder | synthetic
     # Where the dataset lives; null -> $NAMEXP_DATA -> ~/.cache/namexp/data (downloaded there when online).
-    root: Optional[str] = None
+    root: str | None = None
     download: bool = True  # download when missing and online (cifar10/cifar100 only)
     # Where archives (.tar.gz/.tar.xz) are unpacked once; null -> $NAMEXP_CACHE -> ~/.cache/namexp.
-    cache_dir: Optional[str] = None
+    cache_dir: str | None = None
     num_classes: int = MISSING
     image_size: int = 32
-    mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: List[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     # Images held out of the training set for model selection (0 = none: "best" is then picked on test).
     val_split: int = 0
     # Train on the first N training images only (0 = all); for quick studies on a CPU.
@@ -52,7 +54,7 @@ class AttentionConfig:
     name: str = MISSING  # none | nam | nam_spatial | nam_full | se | cbam | bam | tam | eca | nonlocal | half
     # Keyword options of the module (e.g. NAM's abs_weights/detach_weights); names and values are checked
     # against the module's option_checks in config/validate.py before a run starts.
-    options: Dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -67,7 +69,7 @@ class OptimConfig:
 @dataclass
 class SchedConfig:
     name: str = "multistep"  # multistep | cosine | constant
-    milestones: List[int] = field(default_factory=lambda: [60, 120, 160])
+    milestones: list[int] = field(default_factory=lambda: [60, 120, 160])
     gamma: float = 0.2
     warmup_epochs: int = 0  # linear warm-up, stepped per iteration
 

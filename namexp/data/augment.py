@@ -7,8 +7,10 @@ gather whose row and column indices carry both the crop offset and the flip; nor
 multiply-add. Padding with 0 before normalising matches RandomCrop's black border exactly.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -21,10 +23,10 @@ class AugmentDraws:
     offset_x: torch.Tensor
     flip: torch.Tensor  # bool (N,)
 
-    def to(self, device: torch.device) -> "AugmentDraws":
+    def to(self, device: torch.device) -> AugmentDraws:
         return AugmentDraws(*(t.to(device, non_blocking=True) for t in (self.offset_y, self.offset_x, self.flip)))
 
-    def take(self, index: torch.Tensor) -> "AugmentDraws":
+    def take(self, index: torch.Tensor) -> AugmentDraws:
         return AugmentDraws(self.offset_y[index], self.offset_x[index], self.flip[index])
 
 
@@ -71,5 +73,7 @@ class BatchAugment:
         steps = torch.arange(size, device=padded.device)
         rows = draws.offset_y[:, None] + steps  # (B, H)
         # A flipped image reads its crop's columns right to left.
-        cols = torch.where(draws.flip[:, None], draws.offset_x[:, None] + (size - 1 - steps), draws.offset_x[:, None] + steps)
+        cols = torch.where(
+            draws.flip[:, None], draws.offset_x[:, None] + (size - 1 - steps), draws.offset_x[:, None] + steps
+        )
         return padded[index[:, None, None], rows[:, :, None], cols[:, None, :]]

@@ -12,6 +12,8 @@ uses, and their contents are checked (shape, dtype, label range), so a crafted o
 refused with a clear message instead of running code or training on garbage.
 """
 
+from __future__ import annotations
+
 import contextlib
 import io
 import os
@@ -21,7 +23,6 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -33,15 +34,15 @@ from namexp.errors import UserError
 class CifarLayout:
     folder: str
     archive_stem: str
-    train_files: Tuple[str, ...]
-    test_files: Tuple[str, ...]
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
     label_key: str
     num_classes: int
     url: str
     md5: str
 
 
-LAYOUTS: Dict[str, CifarLayout] = {
+LAYOUTS: dict[str, CifarLayout] = {
     "cifar10": CifarLayout(
         folder="cifar-10-batches-py",
         archive_stem="cifar-10-python",
@@ -107,7 +108,7 @@ def read_pickle(path: Path) -> dict:
     return obj
 
 
-def _images_and_labels(path: Path, label_key: str, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+def _images_and_labels(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = read_pickle(path)
     if "data" not in batch or label_key not in batch:
         raise UserError(
@@ -116,7 +117,9 @@ def _images_and_labels(path: Path, label_key: str, num_classes: int) -> Tuple[np
     data, labels = batch["data"], np.asarray(batch[label_key])
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
-        raise UserError(f"{path} is corrupt: 'data' should be uint8 N x 3072, found {getattr(data, 'dtype', type(data))} {shape}")
+        raise UserError(
+            f"{path} is corrupt: 'data' should be uint8 N x 3072, found {getattr(data, 'dtype', type(data))} {shape}"
+        )
     if labels.shape != (data.shape[0],) or labels.min() < 0 or labels.max() >= num_classes:
         raise UserError(f"{path} is corrupt: its labels do not match its images or lie outside 0..{num_classes - 1}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
@@ -159,7 +162,9 @@ def _unpack_once(archive: Path, folder: str, cache_dir: Path) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache_dir))
     except OSError as exc:
-        raise UserError(f"cannot unpack {archive.name} into {cache_dir} ({exc.strerror}): set data.cache_dir or NAMEXP_CACHE to a writable folder") from None
+        raise UserError(
+            f"cannot unpack {archive.name} into {cache_dir} ({exc.strerror}): set data.cache_dir or NAMEXP_CACHE to a writable folder"
+        ) from None
     try:
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.name.startswith(folder + "/") and m.isfile()]
@@ -178,7 +183,7 @@ def _unpack_once(archive: Path, folder: str, cache_dir: Path) -> Path:
     return target
 
 
-def _download(layout: CifarLayout, root: Path) -> Optional[Path]:
+def _download(layout: CifarLayout, root: Path) -> Path | None:
     from torchvision.datasets.utils import download_url
 
     filename = layout.url.rsplit("/", 1)[-1]
@@ -203,21 +208,23 @@ class ImageSplits:
     train_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
-    classes: List[str]
+    classes: list[str]
 
 
-def load_cifar(name: str, root: Optional[str], cache_dir: Optional[str], download: bool) -> ImageSplits:
+def load_cifar(name: str, root: str | None, cache_dir: str | None, download: bool) -> ImageSplits:
     layout = LAYOUTS[name]
     root_path = Path(root).expanduser() if root else default_data_root()
     cache_path = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     folder = locate(name, root_path, cache_path, download)
 
-    def read(files: Tuple[str, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def read(files: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         parts = []
         for f in files:
             path = folder / f
             if not path.is_file():
-                raise UserError(f"{path} is missing: the {name} folder {folder} is incomplete; unpack the archive again")
+                raise UserError(
+                    f"{path} is missing: the {name} folder {folder} is incomplete; unpack the archive again"
+                )
             parts.append(_images_and_labels(path, layout.label_key, layout.num_classes))
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
@@ -228,7 +235,7 @@ def load_cifar(name: str, root: Optional[str], cache_dir: Optional[str], downloa
     return ImageSplits(train_images, train_labels, test_images, test_labels, _class_names(folder, name))
 
 
-def _class_names(folder: Path, name: str) -> List[str]:
+def _class_names(folder: Path, name: str) -> list[str]:
     meta_file, key = ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
     path = folder / meta_file
     if path.is_file():

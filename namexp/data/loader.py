@@ -12,14 +12,16 @@ Under DDP every rank takes its own shard of each epoch's order (padded to equal 
 DistributedSampler does) and a per-rank batch of batch_size / world_size.
 """
 
+from __future__ import annotations
+
 import math
-from typing import Callable, Iterator, Optional, Tuple
+from collections.abc import Callable, Iterator
 
 import torch
 
 from namexp.data.augment import AugmentDraws, BatchAugment, Normalizer
 
-Batch = Tuple[torch.Tensor, torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -174,11 +176,24 @@ class HostTrainLoader:
 
 
 class HostEvalLoader:
-    def __init__(self, dataset, *, batch_size: int, device: torch.device, num_workers: int, rank: int = 0,
-                 world_size: int = 1, limit_batches: int = 0, channels_last: bool = False):
+    def __init__(
+        self,
+        dataset,
+        *,
+        batch_size: int,
+        device: torch.device,
+        num_workers: int,
+        rank: int = 0,
+        world_size: int = 1,
+        limit_batches: int = 0,
+        channels_last: bool = False,
+    ):
         indices = torch.arange(rank, len(dataset), world_size)
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, sampler=_ListSampler(indices), num_workers=num_workers,
+            dataset,
+            batch_size=batch_size,
+            sampler=_ListSampler(indices),
+            num_workers=num_workers,
             pin_memory=device.type == "cuda",
         )
         self.device, self.channels_last = device, channels_last
@@ -205,7 +220,7 @@ def _to_device(images: torch.Tensor, labels: torch.Tensor, device: torch.device,
 class TensorImageDataset(torch.utils.data.Dataset):
     """uint8 NCHW tensors seen as PIL images through a torchvision transform (the reference pipeline)."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Optional[Callable] = None):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable | None = None):
         self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:

@@ -4,6 +4,8 @@ Each class gets its own colour and a coarse spatial pattern; every image adds no
 shift, so a small network can learn the classes in a few steps while the augmentation still matters.
 """
 
+from __future__ import annotations
+
 import torch
 
 from namexp.data.cifar import ImageSplits
@@ -13,7 +15,9 @@ def make_synthetic(num_classes: int, image_size: int, train_size: int, test_size
     g = torch.Generator().manual_seed(seed)
     colours = torch.rand(num_classes, 3, 1, 1, generator=g) * 160 + 48
     patterns = torch.randn(num_classes, 1, 4, 4, generator=g)
-    patterns = torch.nn.functional.interpolate(patterns, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    patterns = torch.nn.functional.interpolate(
+        patterns, size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
 
     def split(n: int):
         labels = torch.arange(n) % num_classes

@@ -27,8 +27,8 @@ def eval_folder(checkpoint: Path) -> Path:
 
 
 def run_eval(target: Path, overrides: list[str], which: str = "last", split: str = "test") -> int:
+    from namexp.costs import count_flops, count_params, inference_latency_ms
     from namexp.evaluation.metrics import split_metrics
-    from namexp.profile import count_flops, count_params, inference_latency_ms
     from namexp.run.load import load_run
     from namexp.train import runtime
     from namexp.train.build import make_data
@@ -61,7 +61,9 @@ def run_eval(target: Path, overrides: list[str], which: str = "last", split: str
 
 
 def _show(r: dict, out: Path) -> None:
-    title = f"{r['backbone']} + {r['attention']} on {r['data']} {r['split']} ({r['images']:,} images, epoch {r['epoch']})"
+    title = (
+        f"{r['backbone']} + {r['attention']} on {r['data']} {r['split']} ({r['images']:,} images, epoch {r['epoch']})"
+    )
     table = Table(title=title, show_header=False)
     table.add_row("loss", f"{r['loss']:.4f}")
     table.add_row("top-1 / top-5 error", f"{r['top1_err']:.2f}% / {r['top5_err']:.2f}%")

@@ -1,5 +1,7 @@
 """Models: attention modules, backbones, and the description of where attention sits."""
 
+from __future__ import annotations
+
 from .attention import (
     ATTENTION_REGISTRY,
     attention_layer,

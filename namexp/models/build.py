@@ -42,8 +42,9 @@ def build_model(
     attn_layer = attention_layer(attention, attention_options)
     num_classes = _positive_int(num_classes, "num_classes")
     image_size = _positive_int(image_size, "image_size")
-    kwargs = dict(num_classes=num_classes, image_size=image_size, stem=resolve_stem(stem, image_size),
-                  attn_layer=attn_layer)
+    kwargs = dict(
+        num_classes=num_classes, image_size=image_size, stem=resolve_stem(stem, image_size), attn_layer=attn_layer
+    )
     if backbone in width_mult_backbones():
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
             raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")

@@ -90,3 +90,11 @@ def attention_sites(model: nn.Module) -> list[AttentionSite]:
             )
     occupied = [site for site in found if site.module != "none"]
     return occupied or found
+
+
+PLACEMENT_KEYS = ("site", "module", "channels", "spatial_size", "where")  # what run records have always held
+
+
+def placement_record(sites: list[AttentionSite]) -> list[dict]:
+    """The run record's `placement` list: where each attention module sits."""
+    return [{key: record[key] for key in PLACEMENT_KEYS} for record in (s.to_record() for s in sites)]

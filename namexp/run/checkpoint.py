@@ -51,7 +51,9 @@ def load_checkpoint(
     UserError ending with `remedy`."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: give a run folder holding checkpoints/last.pt or a .pt file")
+        raise UserError(
+            f"checkpoint {path} does not exist: give a run folder holding checkpoints/last.pt or a .pt file"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # zip reader, unpickler and EOF errors all mean the same to a user

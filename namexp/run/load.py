@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from namexp.config.schema import RunConfig
 from namexp.errors import UserError
 from namexp.nested import flatten
-from namexp.run.layout import CHECKPOINTS_DIR, RunFolder, SWEEP_FILE
+from namexp.run.layout import CHECKPOINTS_DIR, SWEEP_FILE, RunFolder
 
 log = logging.getLogger("namexp")
 CHECKPOINT_CHOICES = ("last", "best")
@@ -48,7 +48,10 @@ def saved_overrides(run_or_sweep: Path) -> tuple[list[str], bool]:
     if folder.saved_overrides.is_file():
         saved, is_sweep = list(OmegaConf.load(folder.saved_overrides)), False
     elif (run_or_sweep / SWEEP_FILE).is_file():
-        saved, is_sweep = OmegaConf.select(OmegaConf.load(run_or_sweep / SWEEP_FILE), "hydra.overrides.task") or [], True
+        saved, is_sweep = (
+            OmegaConf.select(OmegaConf.load(run_or_sweep / SWEEP_FILE), "hydra.overrides.task") or [],
+            True,
+        )
     elif not run_or_sweep.exists():
         raise UserError(f"cannot resume {run_or_sweep}: the folder does not exist")
     else:
@@ -107,8 +110,11 @@ def _warn_if_changed(trained: dict, now: dict, overrides: list[str]) -> None:
         if before.get(k) != after.get(k) and not any(k == c or k.startswith(c + ".") for c in chosen)
     ]  # fmt: skip
     if changed:
-        log.warning("the config recomposed from the run's overrides differs from the one it was trained with in %s "
-                    "(the config tree changed since): using the recomposed one", ", ".join(changed[:8]))
+        log.warning(
+            "the config recomposed from the run's overrides differs from the one it was trained with in %s "
+            "(the config tree changed since): using the recomposed one",
+            ", ".join(changed[:8]),
+        )
 
 
 @dataclass

@@ -26,7 +26,9 @@ class EpochSums:
 
     @classmethod
     def zeros(cls, device: torch.device) -> EpochSums:
-        return cls(torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.int64))
+        return cls(
+            torch.zeros((), device=device, dtype=torch.float64), torch.zeros((), device=device, dtype=torch.int64)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"loss": self.loss, "correct": self.correct, "seen": self.seen, "seconds": self.seconds}
@@ -88,8 +90,12 @@ def capture_rng() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].copy()), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].copy()),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():

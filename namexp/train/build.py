@@ -1,8 +1,10 @@
 """Objects a run needs, built from its config: the model, the optimizer and the learning-rate schedule."""
 
+from __future__ import annotations
+
 import math
 from dataclasses import asdict
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -37,7 +39,9 @@ def make_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opti
     # Weight decay on every parameter, NAM's γ included, as the official script does.
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov
+        )
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
@@ -70,14 +74,24 @@ class LRSchedule:
             group["lr"] = lr
 
 
-def config_dict(cfg: RunConfig) -> Dict[str, Any]:
+def config_dict(cfg: RunConfig) -> dict[str, Any]:
     return asdict(cfg)
 
 
 def make_data(cfg: RunConfig, device: torch.device, d: Dist = Dist(), with_train: bool = True) -> DataBundle:
     """The run's data on `device` (this rank's shard of the training set under DDP)."""
     t = cfg.trainer
-    return build_data(cfg.data, batch_size=t.batch_size, eval_batch_size=t.eval_batch_size, device=device,
-                      seed=cfg.seed, rank=d.rank, world_size=d.world_size, channels_last=t.channels_last,
-                      num_workers=t.num_workers, limit_train_batches=t.limit_train_batches,
-                      limit_eval_batches=t.limit_eval_batches, with_train=with_train)
+    return build_data(
+        cfg.data,
+        batch_size=t.batch_size,
+        eval_batch_size=t.eval_batch_size,
+        device=device,
+        seed=cfg.seed,
+        rank=d.rank,
+        world_size=d.world_size,
+        channels_last=t.channels_last,
+        num_workers=t.num_workers,
+        limit_train_batches=t.limit_train_batches,
+        limit_eval_batches=t.limit_eval_batches,
+        with_train=with_train,
+    )

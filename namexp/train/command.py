@@ -7,12 +7,13 @@ the sweep's comparison table. Failed jobs are reported, never hidden, and do not
 Under torchrun every rank runs this; rank 0 picks the run folder and tells the others.
 """
 
+from __future__ import annotations
+
 import contextlib
 import functools
 import logging
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from hydra.types import RunMode
 from omegaconf import OmegaConf
@@ -30,7 +31,7 @@ from namexp.train.task import train_task
 log = logging.getLogger("namexp")
 
 
-def run_train(overrides: List[str], multirun: bool = False, resume: Optional[Path] = None) -> int:
+def run_train(overrides: list[str], multirun: bool = False, resume: Path | None = None) -> int:
     """Returns the process exit code (0 when every job completed)."""
     overrides = list(overrides)
     if resume is not None:
@@ -44,14 +45,16 @@ def run_train(overrides: List[str], multirun: bool = False, resume: Optional[Pat
             multirun = OmegaConf.select(launch.compose(app, fixed), "hydra.mode") == RunMode.MULTIRUN
             if not multirun and launch.sweep_values(overrides):
                 first = launch.sweep_values(overrides)[0]
-                raise UserError(f"'{first}' is a sweep over several values: add -m to run one job per value "
-                                f"(namexp train -m {' '.join(overrides)})")
+                raise UserError(
+                    f"'{first}' is a sweep over several values: add -m to run one job per value "
+                    f"(namexp train -m {' '.join(overrides)})"
+                )
         if multirun:
             return _sweep(app, overrides, resume)
         return _single(app, overrides, resume)
 
 
-def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
+def _single(app, overrides: list[str], resume: Path | None) -> int:
     d = dist_from_env()
     init_process_group(d)
     cfg = launch.compose(app, overrides)
@@ -69,12 +72,17 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
     if d.enabled:
         run_dir = _broadcast_run_dir(run_dir)
         if not d.is_main:  # only rank 0 writes the run folder
-            overrides = overrides + ["hydra.output_subdir=null", "hydra.job_logging.handlers.file.filename=/dev/null",
-                                     "hydra.job_logging.root.level=WARNING"]
+            overrides = overrides + [
+                "hydra.output_subdir=null",
+                "hydra.job_logging.handlers.file.filename=/dev/null",
+                "hydra.job_logging.root.level=WARNING",
+            ]
     overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
     try:  # Hydra.run re-raises the job's exception
         task = functools.partial(train_task, resume=resume is not None)
-        result = app.run(launch.CONFIG_NAME, task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"]).return_value
+        result = app.run(
+            launch.CONFIG_NAME, task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"]
+        ).return_value
     except UserError as exc:
         from namexp.train.loop import Diverged
 
@@ -90,7 +98,7 @@ def _single(app, overrides: List[str], resume: Optional[Path]) -> int:
     return 0
 
 
-def _discard_unstarted_run(run_dir: Path, new_folders: List[Path]) -> None:
+def _discard_unstarted_run(run_dir: Path, new_folders: list[Path]) -> None:
     """A mistake found before the first checkpoint (missing data, a bad split) leaves no run folder behind.
 
     Only what this run wrote is removed (and the folders it created, if left empty), so a folder the
@@ -108,7 +116,7 @@ def _discard_unstarted_run(run_dir: Path, new_folders: List[Path]) -> None:
             folder.rmdir()  # only when nothing else is left
 
 
-def _broadcast_run_dir(run_dir: Optional[Path]) -> Path:
+def _broadcast_run_dir(run_dir: Path | None) -> Path:
     import torch.distributed as dist
 
     box = [str(run_dir) if run_dir is not None else None]
@@ -116,9 +124,11 @@ def _broadcast_run_dir(run_dir: Optional[Path]) -> Path:
     return Path(box[0])
 
 
-def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
+def _sweep(app, overrides: list[str], resume: Path | None) -> int:
     if dist_from_env().enabled:
-        raise UserError("a sweep cannot run under torchrun: start the sweep with namexp train -m, or train one run with torchrun")
+        raise UserError(
+            "a sweep cannot run under torchrun: start the sweep with namexp train -m, or train one run with torchrun"
+        )
     jobs = launch.expand_sweep(app, overrides)
     for job_overrides in jobs:  # a typo in the 40th job should not wait for 39 trainings
         try:
@@ -131,14 +141,19 @@ def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
     else:
         sweep_dir = launch.resolve_dir(cfg, "hydra.sweep.dir")
         if claim.holds_sweep(sweep_dir):
-            raise UserError(f"{sweep_dir} already holds a sweep: continue it with --resume {sweep_dir}, or choose another hydra.sweep.dir")
+            raise UserError(
+                f"{sweep_dir} already holds a sweep: continue it with --resume {sweep_dir}, or choose another hydra.sweep.dir"
+            )
     overrides = [o for o in overrides if not o.startswith("hydra.sweep.dir=")]
     log.info("sweep of %d jobs into %s", len(jobs), sweep_dir)
-    failure: Optional[BaseException] = None
+    failure: BaseException | None = None
     try:
         # hydra.mode tells each job it is part of a sweep (hydra.main sets it the same way).
-        app.multirun(launch.CONFIG_NAME, train_task,
-                     overrides + ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={launch.quote(str(sweep_dir))}"])
+        app.multirun(
+            launch.CONFIG_NAME,
+            train_task,
+            overrides + ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={launch.quote(str(sweep_dir))}"],
+        )
     except Exception as exc:  # the sweeper re-raises the first failed job's error after all jobs ran
         failure = exc
     except Interrupted:  # Ctrl-C or SIGTERM stops the whole sweep; show where it stands, then stop
@@ -147,7 +162,7 @@ def _sweep(app, overrides: List[str], resume: Optional[Path]) -> int:
     return _sweep_report(sweep_dir, len(jobs), failure)
 
 
-def _sweep_report(sweep_dir: Path, n_jobs: int, failure: Optional[BaseException]) -> int:
+def _sweep_report(sweep_dir: Path, n_jobs: int, failure: BaseException | None) -> int:
     from rich.console import Console
 
     from namexp.compare.command import write_sweep_table
@@ -170,7 +185,7 @@ def _sweep_report(sweep_dir: Path, n_jobs: int, failure: Optional[BaseException]
     return 0
 
 
-def _job_statuses(sweep_dir: Path) -> Dict[str, str]:
+def _job_statuses(sweep_dir: Path) -> dict[str, str]:
     from namexp.run.record import read_record
 
     statuses = {}
@@ -181,16 +196,25 @@ def _job_statuses(sweep_dir: Path) -> Dict[str, str]:
     return statuses
 
 
-def _print_summary(result: Dict) -> None:
+def _print_summary(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{result.get('backbone')} + {result.get('attention')} (seed {result.get('seed')})", show_header=False)
+    table = Table(
+        title=f"{result.get('backbone')} + {result.get('attention')} (seed {result.get('seed')})", show_header=False
+    )
     fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
     table.add_row("status", str(result.get("status")))
-    table.add_row("final test top-1 / top-5 error", f"{fmt(result.get('final_top1_err'), '.2f')}% / {fmt(result.get('final_top5_err'), '.2f')}%")
-    table.add_row("best test top-1 error", f"{fmt(result.get('best_top1_err'), '.2f')}% (epoch {result.get('best_epoch')})")
-    table.add_row("params / FLOPs", f"{fmt(result.get('params'), ',')} / {fmt((result.get('flops') or 0) / 1e9, '.3f')} G")
+    table.add_row(
+        "final test top-1 / top-5 error",
+        f"{fmt(result.get('final_top1_err'), '.2f')}% / {fmt(result.get('final_top5_err'), '.2f')}%",
+    )
+    table.add_row(
+        "best test top-1 error", f"{fmt(result.get('best_top1_err'), '.2f')}% (epoch {result.get('best_epoch')})"
+    )
+    table.add_row(
+        "params / FLOPs", f"{fmt(result.get('params'), ',')} / {fmt((result.get('flops') or 0) / 1e9, '.3f')} G"
+    )
     table.add_row("training throughput", f"{fmt(result.get('throughput_img_s'), ',.0f')} img/s")
     table.add_row("run folder", str(result.get("run_dir")))
     Console().print(table)

@@ -25,8 +25,15 @@ from namexp.run.state import EpochSums
 from namexp.train import runtime
 from namexp.train.build import LRSchedule
 from namexp.train.outputs import (
-    describe_run, epoch_line, finish_logs, log_epoch, open_record, open_tensorboard, save_checkpoint,
-    selection_split, summary,
+    describe_run,
+    epoch_line,
+    finish_logs,
+    log_epoch,
+    open_record,
+    open_tensorboard,
+    save_checkpoint,
+    selection_split,
+    summary,
 )  # fmt: skip
 from namexp.train.progress import TrainingProgress
 from namexp.train.setup import RunContext, Setup, set_up
@@ -62,8 +69,15 @@ def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
         with StopFlag() as stop, TrainingProgress(t.progress, t.epochs, steps, enabled=d.is_main) as progress:
             for epoch in range(s.state.epochs_done, t.epochs):
                 progress.start_epoch(epoch + 1, s.state.step)
-                sums = train_epoch(cfg, ctx, s, epoch, stop, progress,
-                                   save_partial=lambda: record is not None and save_checkpoint(cfg, ctx, s))
+                sums = train_epoch(
+                    cfg,
+                    ctx,
+                    s,
+                    epoch,
+                    stop,
+                    progress,
+                    save_partial=lambda: record is not None and save_checkpoint(cfg, ctx, s),
+                )
                 entry = epoch_entry(cfg, s, epoch, sums, d)
                 best = s.state.end_epoch(entry[selection])
                 if record is not None:  # the record first: after a kill it may be ahead of the checkpoint, never behind
@@ -158,7 +172,9 @@ def stop_requested(stop: StopFlag, d: runtime.Dist, check_now: bool) -> bool:
 
 def epoch_entry(cfg: RunConfig, s: Setup, epoch: int, sums: EpochSums, d: runtime.Dist) -> dict[str, Any]:
     """The epoch's record entry: training sums (over every rank), then test (and val) evaluated."""
-    totals = torch.stack([sums.loss, sums.correct.double(), torch.tensor(float(sums.seen), device=s.device, dtype=torch.float64)])
+    totals = torch.stack(
+        [sums.loss, sums.correct.double(), torch.tensor(float(sums.seen), device=s.device, dtype=torch.float64)]
+    )
     if d.enabled:
         dist.all_reduce(totals)
     loss_sum, correct, seen = totals.tolist()

@@ -9,10 +9,12 @@ from typing import Any
 import torch
 
 from namexp.config.schema import RunConfig
+from namexp.costs import count_flops, count_params
 from namexp.files import write_text_atomic
 from namexp.models import attention_sites
 from namexp.models.attention import nam_modules
-from namexp.profile import count_flops, count_params, describe_placement, environment
+from namexp.models.sites import placement_record
+from namexp.provenance import environment
 from namexp.run.checkpoint import FORMAT, save_rotating
 from namexp.run.record import RunRecord
 from namexp.train import runtime
@@ -55,7 +57,7 @@ def describe_run(record: RunRecord, cfg: RunConfig, ctx: RunContext, s: Setup) -
     record.data.update({
         "sparsity": s.penalty.weight,  # effective: 0 when the model has no NAM scales
         "params": params, "flops": flops, "macs": flops // 2,
-        "placement": describe_placement(attention_sites(s.model)),
+        "placement": placement_record(attention_sites(s.model)),
         "environment": {**environment(device), "precision": t.precision, "channels_last": t.channels_last,
                         "compile": t.compile, "deterministic": t.deterministic, "world_size": ctx.dist.world_size},
         "num_train": s.data.num_train,

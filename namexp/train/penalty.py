@@ -9,7 +9,7 @@ DataParallel because it looks the layers up by name on the wrapper. Under DDP ea
 term, and DDP averages identical gradients, so the penalty is applied exactly once per step.
 """
 
-from typing import List, Optional
+from __future__ import annotations
 
 import torch
 
@@ -18,7 +18,7 @@ from namexp.models.attention import nam_modules
 
 class SparsityPenalty:
     def __init__(self, model: torch.nn.Module, weight: float, mode: str):
-        self.scales: List[torch.nn.Parameter] = [p for _, m in nam_modules(model) for p in m.sparsity_parameters()]
+        self.scales: list[torch.nn.Parameter] = [p for _, m in nam_modules(model) for p in m.sparsity_parameters()]
         self.weight = weight if self.scales else 0.0
         self.mode = mode
 
@@ -26,13 +26,13 @@ class SparsityPenalty:
     def active(self) -> bool:
         return self.weight > 0
 
-    def l1(self) -> Optional[torch.Tensor]:
+    def l1(self) -> torch.Tensor | None:
         """Σ|γ| (and Σ|λ|) over all NAM scales; None without NAM."""
         if not self.scales:
             return None
         return torch.stack([p.detach().abs().sum() for p in self.scales]).sum()
 
-    def loss_term(self) -> Optional[torch.Tensor]:
+    def loss_term(self) -> torch.Tensor | None:
         """The term to add to the loss (`loss` mode), with gradient; None otherwise."""
         if not self.active or self.mode != "loss":
             return None

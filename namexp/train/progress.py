@@ -5,10 +5,11 @@ now and then. It is updated only at the loop's logging intervals, when the loss 
 anyway, so it adds no host synchronisation.
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 import time
-from typing import Optional
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -23,11 +24,11 @@ class TrainingProgress:
         self.mode = mode if enabled else "none"
         self.enabled = enabled
         self.epochs, self.steps = epochs, steps_per_epoch
-        self._progress: Optional[Progress] = None
+        self._progress: Progress | None = None
         self._task = None
         self._last_plain = 0.0
 
-    def __enter__(self) -> "TrainingProgress":
+    def __enter__(self) -> TrainingProgress:
         if self.mode == "rich":
             self._progress = Progress(
                 TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
@@ -42,7 +43,9 @@ class TrainingProgress:
                 transient=True,
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task("train", total=self.steps, epoch=0, epochs=self.epochs, loss="-", speed="-")
+            self._task = self._progress.add_task(
+                "train", total=self.steps, epoch=0, epochs=self.epochs, loss="-", speed="-"
+            )
         return self
 
     def __exit__(self, *exc) -> None:

@@ -4,12 +4,13 @@ Everything here is chosen from the config; nothing assumes a CPU. `device=auto` 
 is one (in a sweep, jobs share the GPUs round-robin by job number) and the CPU otherwise.
 """
 
+from __future__ import annotations
+
 import contextlib
 import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ def init_process_group(d: Dist) -> None:
     dist.init_process_group(backend=backend)
 
 
-def resolve_device(requested: str, d: Dist = Dist(), job_num: Optional[int] = None) -> torch.device:
+def resolve_device(requested: str, d: Dist = Dist(), job_num: int | None = None) -> torch.device:
     if requested == "cpu":
         return torch.device("cpu")
     available = torch.cuda.is_available()
@@ -69,7 +70,9 @@ def resolve_device(requested: str, d: Dist = Dist(), job_num: Optional[int] = No
     if requested.startswith("cuda:"):
         index = int(requested.split(":")[1])
         if index >= torch.cuda.device_count():
-            raise UserError(f"trainer.device={requested} but this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise UserError(
+                f"trainer.device={requested} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
         return torch.device(requested)
     if not available:  # auto
         return torch.device("cpu")
@@ -86,7 +89,7 @@ def describe_device(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads{kept})"
 
 
-def device_for(trainer, d: Dist = Dist(), job_num: Optional[int] = None) -> torch.device:
+def device_for(trainer, d: Dist = Dist(), job_num: int | None = None) -> torch.device:
     """The device a command computes on, from its ``trainer`` config: resolved, its precision checked, and on
     the CPU the allocator tuned (train, eval, analyze and bench all start here)."""
     device = resolve_device(trainer.device, d, job_num)
@@ -105,7 +108,9 @@ def check_precision(precision: str, device: torch.device) -> None:
     if precision == "fp16" and device.type == "cpu":
         raise UserError("trainer.precision=fp16 needs a CUDA device: use bf16 (or fp32) on the CPU")
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"trainer.precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: use fp16 or fp32")
+        raise UserError(
+            f"trainer.precision=bf16 is not supported by {torch.cuda.get_device_name(device)}: use fp16 or fp32"
+        )
 
 
 def autocast(precision: str, device: torch.device):
@@ -114,7 +119,7 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision])
 
 
-def grad_scaler(precision: str, device: torch.device) -> Optional[torch.amp.GradScaler]:
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | None:
     """fp16 needs loss scaling; bf16 has fp32's range and does not."""
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 

@@ -83,7 +83,9 @@ def set_up(cfg: RunConfig, ctx: RunContext, checkpoint: dict[str, Any] | None) -
 
 def _restore(cfg, ctx: RunContext, checkpoint: dict[str, Any], model, optimizer, scaler, device) -> RunState:
     """Model, optimizer, scaler and RNGs as the checkpoint left them; returns its run state."""
-    load_model_state(model, checkpoint["model"], ctx.folder.checkpoint("last"), f"{cfg.backbone.name}+{cfg.attention.name}")
+    load_model_state(
+        model, checkpoint["model"], ctx.folder.checkpoint("last"), f"{cfg.backbone.name}+{cfg.attention.name}"
+    )
     optimizer.load_state_dict(checkpoint["optimizer"])
     if scaler is not None and checkpoint.get("scaler"):
         scaler.load_state_dict(checkpoint["scaler"])

@@ -4,9 +4,10 @@ A cluster sends SIGTERM some time before SIGKILL; Ctrl-C sends SIGINT. Either on
 the training loop reads between steps, so the checkpoint it then writes is consistent.
 """
 
+from __future__ import annotations
+
 import signal
 import threading
-from typing import Optional
 
 
 class Interrupted(BaseException):
@@ -25,10 +26,10 @@ class Interrupted(BaseException):
 
 class StopFlag:
     def __init__(self) -> None:
-        self.signum: Optional[int] = None
+        self.signum: int | None = None
         self._previous = {}
 
-    def __enter__(self) -> "StopFlag":
+    def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)

@@ -1,6 +1,6 @@
 """One optimizer step, shared by training, the benchmark's limit and analyze's fine-tune."""
 
-from typing import Optional, Tuple
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -9,9 +9,16 @@ from namexp.train import runtime
 from namexp.train.penalty import SparsityPenalty
 
 
-def training_step(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
-                  scaler: Optional[torch.amp.GradScaler], precision: str, device: torch.device,
-                  penalty: Optional[SparsityPenalty] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def training_step(
+    net: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    precision: str,
+    device: torch.device,
+    penalty: SparsityPenalty | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward, cross-entropy (+ the sparsity term), backward, step; returns (logits, CE loss), unsynchronised."""
     with runtime.autocast(precision, device):
         logits = net(images)

@@ -3,9 +3,11 @@
 It must stay a module-level function (joblib and submitit pickle it by reference).
 """
 
+from __future__ import annotations
+
 import logging
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -18,7 +20,7 @@ from namexp.train.runtime import dist_from_env
 log = logging.getLogger("namexp")
 
 
-def train_task(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
+def train_task(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
     """One run; `resume` (from --resume, bound with functools.partial) continues the folder's checkpoint."""
     from namexp.train.loop import train
     from namexp.train.setup import RunContext  # torch is imported in the job, not at CLI start-up
@@ -27,8 +29,11 @@ def train_task(cfg: DictConfig, resume: bool = False) -> Dict[str, Any]:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with translate_errors():
         run_cfg = to_run_config(cfg)
-    choices = {k: str(v) for k, v in OmegaConf.to_container(hydra_cfg.runtime.choices).items()
-               if not k.startswith("hydra") and v is not None}
+    choices = {
+        k: str(v)
+        for k, v in OmegaConf.to_container(hydra_cfg.runtime.choices).items()
+        if not k.startswith("hydra") and v is not None
+    }
     ctx = RunContext(
         run_dir=Path(hydra_cfg.runtime.output_dir),
         choices=choices,

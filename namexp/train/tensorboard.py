@@ -7,8 +7,10 @@ All events use the global step (optimizer steps), so a resumed run can hide the 
 events after its checkpoint with `purge_step`.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional
 
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -20,9 +22,9 @@ HPARAM_METRICS = ("hparam/best_top1_err", "hparam/final_top1_err", "hparam/final
 SMALL_WEIGHT_FRACTION = 0.1
 
 
-def hparam_values(config: Mapping, choices: Mapping[str, str]) -> Dict[str, object]:
+def hparam_values(config: Mapping, choices: Mapping[str, str]) -> dict[str, object]:
     """One fixed key set for every run; lists become strings (the hparams plugin takes scalars)."""
-    values: Dict[str, object] = {}
+    values: dict[str, object] = {}
     for key, value in flatten(config).items():
         if value is None:
             value = "null"
@@ -32,16 +34,16 @@ def hparam_values(config: Mapping, choices: Mapping[str, str]) -> Dict[str, obje
 
 
 class RunLogger:
-    def __init__(self, log_dir: Path, purge_step: Optional[int] = None):
+    def __init__(self, log_dir: Path, purge_step: int | None = None):
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step, flush_secs=30)
 
-    def hparams(self, values: Dict[str, object]) -> None:
+    def hparams(self, values: dict[str, object]) -> None:
         exp, ssi, sei = hparams_summary(values, {name: 0.0 for name in HPARAM_METRICS})
         file_writer = self.writer._get_file_writer()
         for summary in (exp, ssi, sei):
             file_writer.add_summary(summary)
 
-    def scalars(self, values: Mapping[str, Optional[float]], step: int) -> None:
+    def scalars(self, values: Mapping[str, float | None], step: int) -> None:
         for tag, value in values.items():
             if value is not None:
                 self.writer.add_scalar(tag, value, step)
@@ -62,4 +64,3 @@ class RunLogger:
     def close(self) -> None:
         self.writer.flush()
         self.writer.close()
-

@@ -132,9 +132,7 @@ def layer_options(layer: AttentionLayer) -> dict:
     return dict(layer.keywords) if isinstance(layer, functools.partial) else {}
 
 
-def create_attention(
-    name: str, channels: int, *, spatial_size: tuple[int, int] | None = None, **options
-) -> nn.Module:
+def create_attention(name: str, channels: int, *, spatial_size: tuple[int, int] | None = None, **options) -> nn.Module:
     """Build attention ``name`` for ``channels`` channels; ``none`` gives an identity (an ``nn.Identity``)."""
     layer = attention_layer(name, options)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:

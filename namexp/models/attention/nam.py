@@ -68,8 +68,17 @@ def normalised_scale(scale: Tensor, *, abs_weights: bool, detach_weights: bool) 
     return scale / scale.sum()
 
 
-def _gate_math(x: Tensor, w: Tensor, weight: Tensor, bias: Tensor, running_mean: Tensor, running_var: Tensor,
-               training: bool, factor: float, eps: float) -> Tensor:
+def _gate_math(
+    x: Tensor,
+    w: Tensor,
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    training: bool,
+    factor: float,
+    eps: float,
+) -> Tensor:
     """The reference gate as one function of tensors, x with the BN feature on dimension 1 (for impl=compiled)."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
     y = F.batch_norm(x, running_mean, running_var, weight, bias, training, factor, eps)
@@ -118,8 +127,15 @@ class NAMChannelGate(nn.Module):
 class NAMPixelGate(nn.Module):
     """The spatial submodule's computation ("pixel normalization") with a BatchNorm1d(H·W)."""
 
-    def __init__(self, spatial_size: tuple[int, int], *, abs_weights: bool, detach_weights: bool, owner: str,
-                 impl: str = DEFAULT_IMPL):
+    def __init__(
+        self,
+        spatial_size: tuple[int, int],
+        *,
+        abs_weights: bool,
+        detach_weights: bool,
+        owner: str,
+        impl: str = DEFAULT_IMPL,
+    ):
         super().__init__()
         height, width = spatial_size
         self.spatial_size = (int(height), int(width))
@@ -245,7 +261,10 @@ class NAMSpatial(NAMModule):
         super().__init__(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
         size = _require_spatial_size(self.attention_name, spatial_size)
         self.spatial = NAMPixelGate(
-            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name,
+            size,
+            abs_weights=self.abs_weights,
+            detach_weights=self.detach_weights,
+            owner=self.attention_name,
             impl=self.impl,
         )
 
@@ -273,7 +292,10 @@ class NAMFull(NAMModule):
             channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights, impl=self.impl
         )
         self.spatial = NAMPixelGate(
-            size, abs_weights=self.abs_weights, detach_weights=self.detach_weights, owner=self.attention_name,
+            size,
+            abs_weights=self.abs_weights,
+            detach_weights=self.detach_weights,
+            owner=self.attention_name,
             impl=self.impl,
         )
 

@@ -55,8 +55,9 @@ class NAMGateFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, s: Tensor, w: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, invstd: Tensor,
-                training: bool) -> Tensor:
+    def forward(
+        ctx, x: Tensor, s: Tensor, w: Tensor, gamma: Tensor, beta: Tensor, mean: Tensor, invstd: Tensor, training: bool
+    ) -> Tensor:
         ctx.save_for_backward(x, s, w, gamma, beta, mean, invstd)
         ctx.training = training
         return x * s
@@ -74,7 +75,15 @@ class NAMGateFunction(torch.autograd.Function):
         # With train=True it uses the statistics passed here; in evaluation the statistics are constants,
         # so ∂L/∂x is then just a·gz and is computed below instead (the sums are the same formulas).
         grad_x_bn, sum_gz_xhat, sum_gz = aten.native_batch_norm_backward(
-            gz.to(x.dtype), x, (w * gamma).to(mean.dtype), None, None, mean, invstd, True, 0.0,
+            gz.to(x.dtype),
+            x,
+            (w * gamma).to(mean.dtype),
+            None,
+            None,
+            mean,
+            invstd,
+            True,
+            0.0,
             [need_x and ctx.training, True, True],
         )
         grad_x = grad_w = grad_gamma = grad_beta = None

@@ -97,13 +97,15 @@ def _check_cifar_stem(name: str, stem: str, image_size: int) -> None:
         )
 
 
-def resnet20(*, num_classes: int, image_size: int = 32, stem: str = "cifar",
-             attn_layer: AttentionLayer = NoAttention) -> CifarResNet:
+def resnet20(
+    *, num_classes: int, image_size: int = 32, stem: str = "cifar", attn_layer: AttentionLayer = NoAttention
+) -> CifarResNet:
     _check_cifar_stem("resnet20", stem, image_size)
     return CifarResNet(3, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)
 
 
-def resnet56(*, num_classes: int, image_size: int = 32, stem: str = "cifar",
-             attn_layer: AttentionLayer = NoAttention) -> CifarResNet:
+def resnet56(
+    *, num_classes: int, image_size: int = 32, stem: str = "cifar", attn_layer: AttentionLayer = NoAttention
+) -> CifarResNet:
     _check_cifar_stem("resnet56", stem, image_size)
     return CifarResNet(9, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)

@@ -67,8 +67,9 @@ class _StageEnd(NamedTuple):
 class ConvBNReLU6(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1):
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups,
-                      bias=False),
+            nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, (kernel_size - 1) // 2, groups=groups, bias=False
+            ),
             nn.BatchNorm2d(out_channels),
             nn.ReLU6(inplace=True),
         )
@@ -142,8 +143,9 @@ class MobileNetV2(nn.Module):
                 stride = s if i == 0 else 1
                 size = conv_out(size, stride)
                 features.append(
-                    InvertedResidual(input_channel, output_channel, stride, t, attn_layer=attn_layer,
-                                     spatial_size=(size, size))
+                    InvertedResidual(
+                        input_channel, output_channel, stride, t, attn_layer=attn_layer, spatial_size=(size, size)
+                    )
                 )
                 input_channel = output_channel
             stage_ends.append(_StageEnd(len(features) - 1, c, output_channel, size, s))
@@ -161,7 +163,11 @@ class MobileNetV2(nn.Module):
                 "middle": (key,) if end.base_channels in NONLOCAL_AFTER_STAGES else (),
             }
             modules, specs = stage_slots(
-                slots, key, end.channels, (end.size, end.size), attn_layer,
+                slots,
+                key,
+                end.channels,
+                (end.size, end.size),
+                attn_layer,
                 describe=lambda kind, key, c=end.base_channels: _describe_stage_slot(kind, key, c),
             )
             stage_attention.update(modules)
@@ -191,7 +197,20 @@ def _describe_stage_slot(kind: str, key: str, base_channels: int) -> str:
     return f"after features.{key}, the last block of the {base_channels}-channel stage"
 
 
-def mobilenetv2(*, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention,
-                width_mult: float = 1.0, dropout: float = 0.2) -> MobileNetV2:
-    return MobileNetV2(num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer,
-                       width_mult=width_mult, dropout=dropout)
+def mobilenetv2(
+    *,
+    num_classes: int,
+    image_size: int,
+    stem: str = "auto",
+    attn_layer: AttentionLayer = NoAttention,
+    width_mult: float = 1.0,
+    dropout: float = 0.2,
+) -> MobileNetV2:
+    return MobileNetV2(
+        num_classes=num_classes,
+        image_size=image_size,
+        stem=stem,
+        attn_layer=attn_layer,
+        width_mult=width_mult,
+        dropout=dropout,
+    )

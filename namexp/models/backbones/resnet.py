@@ -199,19 +199,25 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(*, num_classes: int, image_size: int, stem: str = "auto",
-             attn_layer: AttentionLayer = NoAttention) -> ResNet:
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes, image_size=image_size, stem=stem,
-                  attn_layer=attn_layer)
+def resnet18(
+    *, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention
+) -> ResNet:
+    return ResNet(
+        BasicBlock, [2, 2, 2, 2], num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer
+    )
 
 
-def resnet34(*, num_classes: int, image_size: int, stem: str = "auto",
-             attn_layer: AttentionLayer = NoAttention) -> ResNet:
-    return ResNet(BasicBlock, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem,
-                  attn_layer=attn_layer)
+def resnet34(
+    *, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention
+) -> ResNet:
+    return ResNet(
+        BasicBlock, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer
+    )
 
 
-def resnet50(*, num_classes: int, image_size: int, stem: str = "auto",
-             attn_layer: AttentionLayer = NoAttention) -> ResNet:
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem,
-                  attn_layer=attn_layer)
+def resnet50(
+    *, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention
+) -> ResNet:
+    return ResNet(
+        Bottleneck, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer
+    )
