@@ -189,13 +189,20 @@ def pixel_values(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return lam, beta
 
 
+def nam_with(name: str, abs_weights: bool, **gates: tuple[torch.Tensor, torch.Tensor]):
+    """The NAM variant `name` (4 channels, 5x6 maps) in train mode, each named gate's BN set to (scale, shift)."""
+    module = create_attention(name, 4, spatial_size=(5, 6), abs_weights=abs_weights).train()
+    with torch.no_grad():
+        for gate, (scale, shift) in gates.items():
+            getattr(module, gate).bn.weight.copy_(scale)
+            getattr(module, gate).bn.bias.copy_(shift)
+    return module
+
+
 @pytest.mark.parametrize("abs_weights", [True, False])
 def test_nam_channel_matches_hand_computation(abs_weights):
     x = fixed_input()
-    module = create_attention("nam", 4, abs_weights=abs_weights).train()
-    with torch.no_grad():
-        module.channel.bn.weight.copy_(GAMMA)
-        module.channel.bn.bias.copy_(BETA)
+    module = nam_with("nam", abs_weights, channel=(GAMMA, BETA))
     expected = hand_channel(x, GAMMA, BETA, abs_weights=abs_weights, detach_weights=True)
     torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-6)
     g = GAMMA.abs() if abs_weights else GAMMA
@@ -206,10 +213,7 @@ def test_nam_channel_matches_hand_computation(abs_weights):
 def test_nam_spatial_matches_hand_computation(abs_weights):
     x = fixed_input()
     lam, beta = pixel_values(30)
-    module = create_attention("nam_spatial", 4, spatial_size=(5, 6), abs_weights=abs_weights).train()
-    with torch.no_grad():
-        module.spatial.bn.weight.copy_(lam)
-        module.spatial.bn.bias.copy_(beta)
+    module = nam_with("nam_spatial", abs_weights, spatial=(lam, beta))
     expected = hand_spatial(x, lam, beta, abs_weights=abs_weights, detach_weights=True)
     torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-6)
 
@@ -218,12 +222,7 @@ def test_nam_spatial_matches_hand_computation(abs_weights):
 def test_nam_full_is_channel_then_spatial(abs_weights):
     x = fixed_input()
     lam, beta = pixel_values(30)
-    module = create_attention("nam_full", 4, spatial_size=(5, 6), abs_weights=abs_weights).train()
-    with torch.no_grad():
-        module.channel.bn.weight.copy_(GAMMA)
-        module.channel.bn.bias.copy_(BETA)
-        module.spatial.bn.weight.copy_(lam)
-        module.spatial.bn.bias.copy_(beta)
+    module = nam_with("nam_full", abs_weights, channel=(GAMMA, BETA), spatial=(lam, beta))
     after_channel = hand_channel(x, GAMMA, BETA, abs_weights=abs_weights, detach_weights=True)
     expected = hand_spatial(after_channel, lam, beta, abs_weights=abs_weights, detach_weights=True)
     torch.testing.assert_close(module(x), expected, rtol=1e-5, atol=1e-6)

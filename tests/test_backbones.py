@@ -109,25 +109,27 @@ def test_cifar_resnet_parameter_counts():
 # --- attention sites -------------------------------------------------------------------------------------
 
 
+def sites_and_blocks(backbone: str, attention: str) -> list[tuple]:
+    """(site, the block that holds it) for every attention site of a 32x32, 10-class model."""
+    model = build_model(backbone, attention, num_classes=10, image_size=32)
+    return [(site, model.get_submodule(site.site.rsplit(".", 1)[0])) for site in attention_sites(model)]
+
+
 def test_resnet18_block_sites():
-    model = build_model("resnet18", "nam", num_classes=10, image_size=32)
-    sites = attention_sites(model)
-    assert [s.site for s in sites] == [f"layer{i}.{j}.attention" for i in range(1, 5) for j in range(2)]
-    assert [s.channels for s in sites] == [64, 64, 128, 128, 256, 256, 512, 512]
-    assert [s.spatial_size for s in sites] == [(32, 32)] * 2 + [(16, 16)] * 2 + [(8, 8)] * 2 + [(4, 4)] * 2
-    for site in sites:
-        block = model.get_submodule(site.site.rsplit(".", 1)[0])
+    sites = sites_and_blocks("resnet18", "nam")
+    assert [s.site for s, _ in sites] == [f"layer{i}.{j}.attention" for i in range(1, 5) for j in range(2)]
+    assert [s.channels for s, _ in sites] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [s.spatial_size for s, _ in sites] == [(32, 32)] * 2 + [(16, 16)] * 2 + [(8, 8)] * 2 + [(4, 4)] * 2
+    for site, block in sites:
         assert site.module == "nam" and site.kind == "block"
         assert site.preceding_bn is block.bn2
         assert "after bn2" in site.where
 
 
 def test_resnet50_block_sites_follow_bn3():
-    model = build_model("resnet50", "se", num_classes=10, image_size=32)
-    sites = attention_sites(model)
+    sites = sites_and_blocks("resnet50", "se")
     assert len(sites) == 16
-    for site in sites:
-        block = model.get_submodule(site.site.rsplit(".", 1)[0])
+    for site, block in sites:
         assert site.preceding_bn is block.bn3 and site.channels == block.bn3.num_features
 
 
@@ -159,12 +161,11 @@ def test_none_keeps_empty_block_sites():
 
 
 def test_mobilenetv2_sites():
-    model = build_model("mobilenetv2", "eca", num_classes=10, image_size=32)
-    sites = attention_sites(model)
+    sites = sites_and_blocks("mobilenetv2", "eca")
     assert len(sites) == 17
-    for site in sites:
-        block = model.get_submodule(site.site.rsplit(".", 1)[0])
+    for site, block in sites:
         assert site.preceding_bn is block.conv[-1] and isinstance(block.conv[-1], nn.BatchNorm2d)
+    model = build_model("mobilenetv2", "none", num_classes=10, image_size=32)
     assert sum(model.features[i].use_res_connect for i in range(1, 18)) == 10  # stride 1 and in == out only
     cifar_bam = attention_sites(build_model("mobilenetv2", "bam", num_classes=10, image_size=32))
     assert [s.channels for s in cifar_bam] == [24, 32, 96]

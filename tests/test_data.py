@@ -37,31 +37,25 @@ def test_the_data_root_comes_from_namexp_data(capsys, cifar100_root, tmp_path, m
 
 
 def test_a_validation_split_picks_best_and_says_so(capsys, cifar100_root, tmp_path):
-    result = run_inproc(
-        ["train", *TINY, f"data.root={cifar100_root}", "trainer.epochs=2", "data.val_split=100"], capsys
+    record = trained_record(
+        capsys, tmp_path, [*TINY, f"data.root={cifar100_root}", "trainer.epochs=2", "data.val_split=100"]
     )
-    assert result.code == 0, result.err
-    record = read_record(only_run_dir(tmp_path / "runs"))
     assert record["selection_split"] == "val" and record["eval_split"] == "test"
     assert record["num_train"] == 400
     assert all(e["val_top1_err"] is not None and e["test_top1_err"] is not None for e in record["epochs"])
     assert record["best"]["val_top1_err"] == min(e["val_top1_err"] for e in record["epochs"])
 
 
-def test_the_host_pipeline_trains_too(capsys, cifar100_root, tmp_path):
-    result = run_inproc(
-        [
-            "train",
-            *TINY,
-            f"data.root={cifar100_root}",
-            "trainer.epochs=1",
-            "data.on_device=false",
-            "trainer.num_workers=0",
-        ],
-        capsys,
-    )
+def trained_record(capsys, tmp_path, overrides: list[str]) -> dict:
+    """`namexp train OVERRIDES`, which must succeed; the record of its one run (under tmp_path/runs)."""
+    result = run_inproc(["train", *overrides], capsys)
     assert result.code == 0, result.err
-    record = read_record(only_run_dir(tmp_path / "runs"))
+    return read_record(only_run_dir(tmp_path / "runs"))
+
+
+def test_the_host_pipeline_trains_too(capsys, cifar100_root, tmp_path):
+    host = ["data.on_device=false", "trainer.num_workers=0"]
+    record = trained_record(capsys, tmp_path, [*TINY, f"data.root={cifar100_root}", "trainer.epochs=1", *host])
     assert record["status"] == "completed" and record["num_train"] == 500
 
 
@@ -79,25 +73,9 @@ def _image_folders(root, classes=("cat", "dog", "fox"), per_class=6):
 
 def test_image_folders_train_with_imagenet_style_transforms(capsys, tmp_path):
     root = _image_folders(tmp_path / "folders")
-    result = run_inproc(
-        [
-            "train",
-            "data=imagefolder",
-            f"data.root={root}",
-            "data.num_classes=3",
-            "data.image_size=32",
-            "data.eval_resize=36",
-            "backbone=resnet20",
-            "attention=nam",
-            "trainer.epochs=2",
-            "trainer.batch_size=6",
-            "trainer.num_workers=0",
-            "trainer.progress=none",
-        ],
-        capsys,
-    )
-    assert result.code == 0, result.err
-    record = read_record(only_run_dir(tmp_path / "runs"))
+    data = ["data=imagefolder", f"data.root={root}", "data.num_classes=3", "data.image_size=32", "data.eval_resize=36"]
+    trainer = ["trainer.epochs=2", "trainer.batch_size=6", "trainer.num_workers=0", "trainer.progress=none"]
+    record = trained_record(capsys, tmp_path, [*data, "backbone=resnet20", "attention=nam", *trainer])
     assert record["status"] == "completed" and record["num_train"] == 18 and len(record["epochs"]) == 2
     assert record["data"] == "imagefolder"
 

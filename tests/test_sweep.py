@@ -8,33 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY, read_record, run_inproc
+from helpers import TINY, Result, read_record, run_inproc
 
 
 def sweep_runs(sweep_dir: Path):
     return sorted((p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: int(p.name))
 
 
+def run_sweep(capsys, sweep_dir: Path, overrides: list[str]) -> tuple[Result, list[dict]]:
+    """`namexp train -m OVERRIDES` into sweep_dir, which must succeed; its records in job order."""
+    result = run_inproc(["train", "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"], capsys)
+    assert result.code == 0, result.err
+    return result, [read_record(p) for p in sweep_runs(sweep_dir)]
+
+
 def test_multirun_makes_one_run_per_job_and_a_table_that_matches_the_records(capsys, cifar100_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = run_inproc(
-        [
-            "train",
-            "-m",
-            *TINY,
-            f"data.root={cifar100_root}",
-            "trainer.epochs=1",
-            "attention=none,nam",
-            "seed=0,1",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        capsys,
-    )
-    assert result.code == 0, result.err
-    runs = sweep_runs(sweep_dir)
-    assert [p.name for p in runs] == ["0", "1", "2", "3"]  # Hydra's own job numbering
+    overrides = [*TINY, f"data.root={cifar100_root}", "trainer.epochs=1", "attention=none,nam", "seed=0,1"]
+    result, records = run_sweep(capsys, sweep_dir, overrides)
+    assert [p.name for p in sweep_runs(sweep_dir)] == ["0", "1", "2", "3"]  # Hydra's own job numbering
     assert (sweep_dir / "multirun.yaml").is_file()
-    records = [read_record(p) for p in runs]
     assert [(r["attention"], r["seed"]) for r in records] == [("none", 0), ("none", 1), ("nam", 0), ("nam", 1)]
     assert all(r["status"] == "completed" for r in records)
 
@@ -99,31 +92,12 @@ def test_a_sweep_preset_runs_as_a_multirun(capsys, tmp_path):
 
 
 def test_parallel_joblib_launcher_runs_every_job_in_its_own_folder(capsys, tmp_path):
-    sweep_dir = tmp_path / "parallel"
-    result = run_inproc(
-        [
-            "train",
-            "-m",
-            "data=synthetic",
-            "backbone=resnet20",
-            "attention=none",
-            "trainer.epochs=1",
-            "trainer.progress=none",
-            "data.synthetic_train_size=64",
-            "data.synthetic_test_size=32",
-            "trainer.batch_size=32",
-            "seed=range(8)",
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=8",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
-        capsys,
-    )
-    assert result.code == 0, result.err
-    runs = sweep_runs(sweep_dir)
-    assert len(runs) == 8
-    records = [read_record(p) for p in runs]
+    tiny = "data=synthetic backbone=resnet20 attention=none trainer.epochs=1 trainer.progress=none"
+    sizes = "data.synthetic_train_size=64 data.synthetic_test_size=32 trainer.batch_size=32"
+    _, records = run_sweep(capsys, tmp_path / "parallel", [*f"{tiny} {sizes}".split(), "seed=range(8)",
+                                                          "hydra/launcher=joblib", "hydra.launcher.n_jobs=8"])  # fmt: skip
+    assert len(records) == 8
     assert sorted(r["seed"] for r in records) == list(range(8))
     assert len({r["run_dir"] for r in records}) == 8
     assert all(r["status"] == "completed" and len(r["epochs"]) == 1 for r in records)
-    assert all((p / "checkpoints" / "last.pt").is_file() for p in runs)
+    assert all((p / "checkpoints" / "last.pt").is_file() for p in sweep_runs(tmp_path / "parallel"))

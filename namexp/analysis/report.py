@@ -48,7 +48,7 @@ def summary_rows(entries: Sequence[dict], unmasked_top1: float | None) -> list[d
     groups: dict[tuple, list[dict]] = {}
     for e in entries:
         groups.setdefault((e["ranking"], float(e["ratio"]), bool(e["finetuned"])), []).append(e)
-    order = lambda k: (k[2], RANKINGS.index(k[0]) if k[0] in RANKINGS else len(RANKINGS), k[0], k[1])  # noqa: E731
+    order = lambda k: (k[2], RANKINGS.index(k[0]) if k[0] in RANKINGS else len(RANKINGS), k[0], k[1])
     rows = []
     for key in sorted(groups, key=order):
         ranking, ratio, finetuned = key

@@ -107,7 +107,7 @@ def short_keys(keys: list[str]) -> dict[str, str]:
 def display_columns(comp: Comparison, compact: bool = False) -> list[Display]:
     """The columns of the human-readable tables. `compact` (the terminal) leaves out columns that hold one
     value in every row (they go to the title) and puts each Welch p-value into its difference's cell."""
-    s = lambda key: lambda g, dash, pm: dash if g.stats.get(key) is None else str(g.stats[key])  # noqa: E731
+    s = lambda key: lambda g, dash, pm: dash if g.stats.get(key) is None else str(g.stats[key])
     cols: list[Display] = []
     for key in ("data", "backbone"):
         if not (compact and _constant(comp, key) is not None):
@@ -118,9 +118,9 @@ def display_columns(comp: Comparison, compact: bool = False) -> list[Display]:
     if comp.show_variant:
         if compact:
             names = short_keys(sorted({k for g in comp.groups for k in g.variant}))
-            text = lambda g, d, pm: ", ".join(f"{names[k]}={format_value(v)}" for k, v in g.variant.items())  # noqa: E731
+            text = lambda g, d, pm: ", ".join(f"{names[k]}={format_value(v)}" for k, v in g.variant.items())
         else:
-            text = lambda g, d, pm: g.variant_text  # noqa: E731
+            text = lambda g, d, pm: g.variant_text
         cols.append(("variant", "variant", text, False))
     cols.append(("n", "n", lambda g, d, pm: str(g.stats["n"]), True))
     unit = "" if compact else " err (%)"
@@ -239,7 +239,7 @@ def _chunks(columns: list, widths: dict, available: int) -> list[list]:
             units[-1].append(col)
         else:
             units.append([col])
-    width = lambda cols: sum(widths[c[0]] + pad for c in cols)  # noqa: E731
+    width = lambda cols: sum(widths[c[0]] + pad for c in cols)
     if width(columns) + edges <= available or not units:
         return [columns]
     base = width(ident) + edges

@@ -423,20 +423,7 @@ def _group(completed: Sequence[Run], ignored: Sequence[str], notes: list[str]) -
         distinct[key] = {_hashable(rec.get(key, MISSING)) for rec in recipes}
     varying = [k for k in all_keys if len(distinct[k]) > 1]
 
-    # Attention-owned keys: under attention., or unset for every `none` run and fixed per attention type.
-    has_none = any(r.attention == BASELINE for r in completed)
-    owned: set[str] = set()
-    for key in varying:
-        if is_attention_key(key):
-            owned.add(key)
-            continue
-        if key in SPARSITY_KEYS or not has_none:
-            continue
-        per_type: dict[str, set] = {}
-        for run, rec in zip(completed, recipes):
-            per_type.setdefault(run.attention, set()).add(_hashable(rec.get(key, MISSING)))
-        if all(len(v) == 1 for v in per_type.values()) and per_type.get(BASELINE, {MISSING}) <= {MISSING, None}:
-            owned.add(key)
+    owned = _attention_owned_keys(completed, recipes, varying)
 
     def context(run: Run, key: str) -> tuple:
         if key in SPARSITY_KEYS:
@@ -468,6 +455,32 @@ def _group(completed: Sequence[Run], ignored: Sequence[str], notes: list[str]) -
         group.runs.append(run)
 
     groups = list(by_key.values())
+    _note_repeated_seeds(groups, notes)
+    if len(completed) >= 2:
+        unique = [k for k in varying if k not in owned and len(distinct[k]) == len(completed)]
+        _note_keys_that_split_seeds(completed, recipes, varying, unique, notes)
+    return groups
+
+
+def _attention_owned_keys(completed: Sequence[Run], recipes: list[dict], varying: list[str]) -> set[str]:
+    """Keys that belong to the attention type: under attention., or unset for every `none` run and fixed per type."""
+    has_none = any(r.attention == BASELINE for r in completed)
+    owned: set[str] = set()
+    for key in varying:
+        if is_attention_key(key):
+            owned.add(key)
+            continue
+        if key in SPARSITY_KEYS or not has_none:
+            continue
+        per_type: dict[str, set] = {}
+        for run, rec in zip(completed, recipes):
+            per_type.setdefault(run.attention, set()).add(_hashable(rec.get(key, MISSING)))
+        if all(len(v) == 1 for v in per_type.values()) and per_type.get(BASELINE, {MISSING}) <= {MISSING, None}:
+            owned.add(key)
+    return owned
+
+
+def _note_repeated_seeds(groups: list[Group], notes: list[str]) -> None:
     for group in groups:
         seeds: dict = {}
         for run in group.runs:
@@ -479,28 +492,28 @@ def _group(completed: Sequence[Run], ignored: Sequence[str], notes: list[str]) -
                     "they are counted as separate samples"
                 )
 
-    # A key that differs in every run (a run name, a time stamp) splits every seed into its own group.
-    if len(completed) >= 2:
-        for key in varying:
-            if key in owned or len(distinct[key]) != len(completed):
-                continue
-            rest = [k for k in varying if k != key]
-            merged: dict[tuple, set] = {}
-            for r, rec in zip(completed, recipes):
-                rest_key = (
-                    r.data,
-                    r.backbone,
-                    r.attention,
-                    r.sparsity,
-                    tuple(_hashable(rec.get(k, MISSING)) for k in rest),
-                )
-                merged.setdefault(rest_key, set()).add(_hashable(r.seed))
-            if any(len(seeds) > 1 for seeds in merged.values()):  # it keeps different seeds of one recipe apart
-                notes.append(
-                    f"config key {key!r} differs in every run and keeps seeds apart; "
-                    f"if it does not define the recipe, pass --ignore {key}"
-                )
-    return groups
+
+def _note_keys_that_split_seeds(
+    completed: Sequence[Run], recipes: list[dict], varying: list[str], unique: list[str], notes: list[str]
+) -> None:
+    """A key that differs in every run (a run name, a time stamp) splits every seed into its own group."""
+    for key in unique:
+        rest = [k for k in varying if k != key]
+        merged: dict[tuple, set] = {}
+        for r, rec in zip(completed, recipes):
+            rest_key = (
+                r.data,
+                r.backbone,
+                r.attention,
+                r.sparsity,
+                tuple(_hashable(rec.get(k, MISSING)) for k in rest),
+            )
+            merged.setdefault(rest_key, set()).add(_hashable(r.seed))
+        if any(len(seeds) > 1 for seeds in merged.values()):  # it keeps different seeds of one recipe apart
+            notes.append(
+                f"config key {key!r} differs in every run and keeps seeds apart; "
+                f"if it does not define the recipe, pass --ignore {key}"
+            )
 
 
 def _aggregate(group: Group, masked: dict, rankings: Sequence[str]) -> None:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from operator import attrgetter
 
 from omegaconf import DictConfig, OmegaConf
 
-from namexp.config.schema import RunConfig
+from namexp.config.schema import DataConfig, RunConfig
 from namexp.errors import UserError
 
 DATASETS = ("cifar10", "cifar100", "imagefolder", "synthetic")
@@ -44,50 +45,63 @@ def _at_least(key: str, value: float, minimum: float, strict: bool = False) -> N
         raise UserError(f"{key}={value} is out of range: it must be {bound}")
 
 
+# Lower bounds of numeric keys: key -> (bound, strict). A strict bound excludes the bound itself.
+LOWER_BOUNDS = {
+    "optim.lr": (0.0, True),
+    "optim.weight_decay": (0.0, False),
+    "trainer.epochs": (1, False),
+    "trainer.batch_size": (1, False),
+    "trainer.eval_batch_size": (1, False),
+    "trainer.log_interval": (1, False),
+    "trainer.num_workers": (0, False),
+    "trainer.limit_train_batches": (0, False),
+    "trainer.limit_eval_batches": (0, False),
+    "sparsity": (0.0, False),
+    "sched.gamma": (0.0, True),
+    "sched.warmup_epochs": (0, False),
+    "data.num_classes": (2, False),
+    "data.image_size": (8, False),
+    "data.val_split": (0, False),
+    "data.train_subset": (0, False),
+    "data.crop_padding": (0, False),
+    "data.synthetic_train_size": (1, False),
+    "data.synthetic_test_size": (1, False),
+    "backbone.width_mult": (0.0, True),
+}
+
+
 def validate(run: RunConfig) -> None:
     # Imported here: the model registries pull in torch, which `namexp --help` should not pay for.
     from namexp.models.attention import attention_names
     from namexp.models.backbones import STEMS, backbone_names
 
-    d, t, o, s = run.data, run.trainer, run.optim, run.sched
-    _choice("data.name", d.name, DATASETS)
-    _choice("backbone.name", run.backbone.name, backbone_names())
-    _choice("backbone.stem", run.backbone.stem, STEMS)
-    _choice("attention.name", run.attention.name, attention_names())
-    _choice("optim.name", o.name, OPTIMIZERS)
-    _choice("sched.name", s.name, SCHEDULES)
-    _choice("trainer.precision", t.precision, PRECISIONS)
-    _choice("trainer.progress", t.progress, PROGRESS)
-    _choice("sparsity_mode", run.sparsity_mode, SPARSITY_MODES)
-    _choice("data.augment", d.augment, AUGMENTS)
-    if not _DEVICE.match(t.device):
-        raise UserError(f"trainer.device={t.device} is not valid: use auto, cpu, cuda or cuda:N")
-
-    _at_least("optim.lr", o.lr, 0.0, strict=True)
-    _at_least("optim.weight_decay", o.weight_decay, 0.0)
-    if not 0.0 <= o.momentum < 1.0:
-        raise UserError(f"optim.momentum={o.momentum} is out of range: it must be in [0, 1)")
-    _at_least("trainer.epochs", t.epochs, 1)
-    _at_least("trainer.batch_size", t.batch_size, 1)
-    _at_least("trainer.eval_batch_size", t.eval_batch_size, 1)
-    _at_least("trainer.log_interval", t.log_interval, 1)
-    _at_least("trainer.num_workers", t.num_workers, 0)
-    _at_least("trainer.limit_train_batches", t.limit_train_batches, 0)
-    _at_least("trainer.limit_eval_batches", t.limit_eval_batches, 0)
-    _at_least("sparsity", run.sparsity, 0.0)
-    _at_least("sched.gamma", s.gamma, 0.0, strict=True)
-    _at_least("sched.warmup_epochs", s.warmup_epochs, 0)
-    for m in s.milestones:
+    choices = {
+        "data.name": DATASETS,
+        "backbone.name": backbone_names(),
+        "backbone.stem": STEMS,
+        "attention.name": attention_names(),
+        "optim.name": OPTIMIZERS,
+        "sched.name": SCHEDULES,
+        "trainer.precision": PRECISIONS,
+        "trainer.progress": PROGRESS,
+        "sparsity_mode": SPARSITY_MODES,
+        "data.augment": AUGMENTS,
+    }
+    for key, valid in choices.items():
+        _choice(key, attrgetter(key)(run), valid)
+    if not _DEVICE.match(run.trainer.device):
+        raise UserError(f"trainer.device={run.trainer.device} is not valid: use auto, cpu, cuda or cuda:N")
+    if not 0.0 <= run.optim.momentum < 1.0:
+        raise UserError(f"optim.momentum={run.optim.momentum} is out of range: it must be in [0, 1)")
+    for key, (bound, strict) in LOWER_BOUNDS.items():
+        _at_least(key, attrgetter(key)(run), bound, strict)
+    for m in run.sched.milestones:
         _at_least("sched.milestones (each)", m, 1)
-    _at_least("data.num_classes", d.num_classes, 2)
-    _at_least("data.image_size", d.image_size, 8)
-    _at_least("data.val_split", d.val_split, 0)
-    _at_least("data.train_subset", d.train_subset, 0)
-    _at_least("data.crop_padding", d.crop_padding, 0)
-    _at_least("data.synthetic_train_size", d.synthetic_train_size, 1)
-    _at_least("data.synthetic_test_size", d.synthetic_test_size, 1)
-    _at_least("backbone.width_mult", run.backbone.width_mult, 0.0, strict=True)
     _validate_model(run)
+    _validate_data(run.data)
+
+
+def _validate_data(d: DataConfig) -> None:
     if len(d.mean) != 3 or len(d.std) != 3:
         raise UserError("data.mean and data.std need 3 values each (one per RGB channel)")
     if min(d.std) <= 0:

@@ -45,7 +45,24 @@ def steps_per_epoch(num_images: int, world_size: int, batch_size: int, limit_bat
     return min(steps, limit_batches) if limit_batches else steps
 
 
-class OnDeviceTrainLoader:
+class _EpochOrder:
+    """What both train loaders share: each epoch's order, drawn from (seed, epoch), this rank's shard of it."""
+
+    def __init__(self, num_images: int, batch_size: int, seed: int, rank: int, world_size: int, limit_batches: int):
+        self.num_images, self.batch_size, self.seed = num_images, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.steps = steps_per_epoch(num_images, world_size, batch_size, limit_batches)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def epoch_order(self, epoch: int) -> tuple[torch.Tensor, torch.Generator]:
+        """This rank's indices for `epoch`, and the generator that drew them (the epoch's other draws follow)."""
+        g = epoch_generator(self.seed, epoch)
+        return shard_order(self.num_images, g, self.rank, self.world_size), g
+
+
+class OnDeviceTrainLoader(_EpochOrder):
     def __init__(
         self,
         images: torch.Tensor,  # uint8 (N, C, H, W) on the CPU
@@ -60,23 +77,15 @@ class OnDeviceTrainLoader:
         world_size: int = 1,
         limit_batches: int = 0,
     ):
+        super().__init__(images.shape[0], batch_size, seed, rank, world_size, limit_batches)
         self.device = device
         self.augment = augment
         self.normalizer = normalizer
-        self.seed = seed
-        self.rank, self.world_size = rank, world_size
-        self.batch_size = batch_size
-        self.num_images = images.shape[0]
         self.padded = augment.pad(images.permute(0, 2, 3, 1).contiguous()).to(device)
         self.labels = labels.to(device)
-        self.steps = steps_per_epoch(self.num_images, world_size, batch_size, limit_batches)
-
-    def __len__(self) -> int:
-        return self.steps
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        g = epoch_generator(self.seed, epoch)
-        order = shard_order(self.num_images, g, self.rank, self.world_size)
+        order, g = self.epoch_order(epoch)
         draws = self.augment.draw(self.num_images, g)
         # Move the epoch's choices once; batches then slice them on the device.
         order = order.to(self.device, non_blocking=True)
@@ -130,7 +139,7 @@ class _ListSampler(torch.utils.data.Sampler):
         return len(self.indices)
 
 
-class HostTrainLoader:
+class HostTrainLoader(_EpochOrder):
     """A DataLoader over a map-style dataset, with the same per-epoch order as the on-device path."""
 
     def __init__(
@@ -146,20 +155,14 @@ class HostTrainLoader:
         limit_batches: int = 0,
         channels_last: bool = False,
     ):
+        super().__init__(len(dataset), batch_size, seed, rank, world_size, limit_batches)
         self.dataset = dataset
-        self.batch_size, self.device, self.seed = batch_size, device, seed
+        self.device = device
         self.num_workers = num_workers
-        self.rank, self.world_size = rank, world_size
         self.channels_last = channels_last
-        self.num_images = len(dataset)
-        self.steps = steps_per_epoch(self.num_images, world_size, batch_size, limit_batches)
-
-    def __len__(self) -> int:
-        return self.steps
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
-        g = epoch_generator(self.seed, epoch)
-        order = shard_order(self.num_images, g, self.rank, self.world_size)
+        order, g = self.epoch_order(epoch)
         order = order[start_step * self.batch_size : self.steps * self.batch_size]
         loader = torch.utils.data.DataLoader(
             self.dataset,

@@ -92,6 +92,7 @@ def _single(app, overrides: list[str], resume: Path | None) -> int:
     if d.enabled:
         import torch.distributed as dist
 
+        dist.barrier()  # every rank is done (rank 0 writes the last record last) before the group goes away
         dist.destroy_process_group()
     if d.is_main:
         _print_summary(result)
@@ -203,7 +204,7 @@ def _print_summary(result: dict) -> None:
     table = Table(
         title=f"{result.get('backbone')} + {result.get('attention')} (seed {result.get('seed')})", show_header=False
     )
-    fmt = lambda v, spec: "–" if v is None else format(v, spec)  # noqa: E731
+    fmt = lambda v, spec: "–" if v is None else format(v, spec)
     table.add_row("status", str(result.get("status")))
     table.add_row(
         "final test top-1 / top-5 error",

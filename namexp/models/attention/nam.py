@@ -172,25 +172,41 @@ class NAMPixelGate(nn.Module):
 
 
 class NAMModule(nn.Module):
-    """Common part of the three NAM variants: the sparsity parameters and the normalised weights.
+    """The three NAM variants: their gates, the sparsity parameters and the normalised weights.
 
-    Subclasses hold their gates as ``self.channel`` and/or ``self.spatial``, so parameter names are
-    ``...attention.channel.bn.weight`` (γ) and ``...attention.spatial.bn.weight`` (λ) in every variant.
+    A variant names its gates in ``gate_names``; they are held as ``self.channel`` and/or ``self.spatial``,
+    so parameter names are ``...attention.channel.bn.weight`` (γ) and ``...attention.spatial.bn.weight`` (λ)
+    in every variant. ``spatial_size`` is needed only by a variant with a spatial gate.
     """
 
     placement = "block"
     attention_name: str  # set by each variant
+    gate_names: tuple[str, ...]  # set by each variant: "channel" and/or "spatial"
     option_checks = {
         "abs_weights": _checks.boolean,
         "detach_weights": _checks.boolean,
         "impl": _checks.choice(*IMPLS),
     }
 
-    def __init__(self, *, abs_weights: bool, detach_weights: bool, impl: str = DEFAULT_IMPL):
+    def __init__(
+        self,
+        channels: int,
+        *,
+        spatial_size: tuple[int, int] | None = None,
+        abs_weights: bool = True,
+        detach_weights: bool = True,
+        impl: str = DEFAULT_IMPL,
+    ):
         super().__init__()
         self.abs_weights = abs_weights
         self.detach_weights = detach_weights
         self.impl = impl
+        weights = dict(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
+        if "channel" in self.gate_names:
+            self.channel = NAMChannelGate(channels, **weights)
+        if "spatial" in self.gate_names:
+            size = _require_spatial_size(self.attention_name, spatial_size)
+            self.spatial = NAMPixelGate(size, owner=self.attention_name, **weights)
 
     def _gates(self) -> dict[str, nn.Module]:
         return {name: gate for name, gate in self.named_children() if name in ("channel", "spatial")}
@@ -225,20 +241,7 @@ class NAMChannel(NAMModule):
     """NAM channel submodule (registry name ``nam``), the part the official code runs. 2·C parameters."""
 
     attention_name = "nam"
-
-    def __init__(
-        self,
-        channels: int,
-        *,
-        spatial_size: tuple[int, int] | None = None,
-        abs_weights: bool = True,
-        detach_weights: bool = True,
-        impl: str = DEFAULT_IMPL,
-    ):
-        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
-        self.channel = NAMChannelGate(
-            channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights, impl=self.impl
-        )
+    gate_names = ("channel",)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.channel(x)
@@ -248,25 +251,7 @@ class NAMSpatial(NAMModule):
     """NAM spatial submodule alone (registry name ``nam_spatial``); needs ``spatial_size``. 2·H·W parameters."""
 
     attention_name = "nam_spatial"
-
-    def __init__(
-        self,
-        channels: int,
-        *,
-        spatial_size: tuple[int, int] | None = None,
-        abs_weights: bool = True,
-        detach_weights: bool = True,
-        impl: str = DEFAULT_IMPL,
-    ):
-        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
-        size = _require_spatial_size(self.attention_name, spatial_size)
-        self.spatial = NAMPixelGate(
-            size,
-            abs_weights=self.abs_weights,
-            detach_weights=self.detach_weights,
-            owner=self.attention_name,
-            impl=self.impl,
-        )
+    gate_names = ("spatial",)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.spatial(x)
@@ -276,28 +261,7 @@ class NAMFull(NAMModule):
     """Channel submodule then spatial submodule (registry name ``nam_full``), as in the paper."""
 
     attention_name = "nam_full"
-
-    def __init__(
-        self,
-        channels: int,
-        *,
-        spatial_size: tuple[int, int] | None = None,
-        abs_weights: bool = True,
-        detach_weights: bool = True,
-        impl: str = DEFAULT_IMPL,
-    ):
-        super().__init__(abs_weights=abs_weights, detach_weights=detach_weights, impl=impl)
-        size = _require_spatial_size(self.attention_name, spatial_size)
-        self.channel = NAMChannelGate(
-            channels, abs_weights=self.abs_weights, detach_weights=self.detach_weights, impl=self.impl
-        )
-        self.spatial = NAMPixelGate(
-            size,
-            abs_weights=self.abs_weights,
-            detach_weights=self.detach_weights,
-            owner=self.attention_name,
-            impl=self.impl,
-        )
+    gate_names = ("channel", "spatial")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.spatial(self.channel(x))

@@ -26,6 +26,11 @@ from . import _checks
 
 
 class NonLocalBlock(nn.Module):
+    """Embedded-Gaussian non-local block, its output BN zero-initialised.
+
+    4·C·C' + 3·C' + 3·C parameters, with C' = C / reduction.
+    """
+
     placement = "middle"
     attention_name = "nonlocal"
     option_checks = {"reduction": _checks.positive_int, "subsample": _checks.boolean}

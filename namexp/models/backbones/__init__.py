@@ -14,7 +14,7 @@ from torch import nn
 
 from ._common import STEMS, resolve_stem
 from .cifar_resnet import resnet20, resnet56
-from .mobilenetv2 import mobilenetv2
+from .mobilenetv2 import MobileNetV2
 from .resnet import resnet18, resnet34, resnet50
 
 BACKBONE_REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -23,7 +23,7 @@ BACKBONE_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet50": resnet50,
     "resnet20": resnet20,
     "resnet56": resnet56,
-    "mobilenetv2": mobilenetv2,
+    "mobilenetv2": MobileNetV2,
 }
 
 # Networks defined for 32x32 CIFAR inputs only: no ImageNet stem.

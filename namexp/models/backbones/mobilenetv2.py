@@ -195,22 +195,3 @@ def _describe_stage_slot(kind: str, key: str, base_channels: int) -> str:
             f"before the next stride-2 stage"
         )
     return f"after features.{key}, the last block of the {base_channels}-channel stage"
-
-
-def mobilenetv2(
-    *,
-    num_classes: int,
-    image_size: int,
-    stem: str = "auto",
-    attn_layer: AttentionLayer = NoAttention,
-    width_mult: float = 1.0,
-    dropout: float = 0.2,
-) -> MobileNetV2:
-    return MobileNetV2(
-        num_classes=num_classes,
-        image_size=image_size,
-        stem=stem,
-        attn_layer=attn_layer,
-        width_mult=width_mult,
-        dropout=dropout,
-    )

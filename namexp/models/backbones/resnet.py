@@ -41,8 +41,15 @@ def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
-class BasicBlock(nn.Module):
-    expansion = 1
+class ResidualBlock(nn.Module):
+    """What BasicBlock and Bottleneck share: the signature, and the attention at the end of the residual branch.
+
+    A block builds its branch in ``build_branch``; the attention then sits after ``last_bn``, before the identity
+    add and the final ReLU (module order as torchvision's blocks, with ``attention`` before ``downsample``).
+    """
+
+    expansion: int
+    last_bn: str
 
     def __init__(
         self,
@@ -55,23 +62,29 @@ class BasicBlock(nn.Module):
         spatial_size: tuple[int, int] | None = None,
     ):
         super().__init__()
+        self.build_branch(inplanes, planes, stride)
+        channels = planes * self.expansion
+        self.attention = block_attention(attn_layer, channels, spatial_size)
+        self.downsample = downsample
+        where = f"end of residual branch: after {self.last_bn}, before the identity add and final ReLU"
+        self.attention_site_specs = [
+            SiteSpec("attention", "block", channels, spatial_size, where, preceding_bn=self.last_bn)
+        ]
+
+    def build_branch(self, inplanes: int, planes: int, stride: int) -> None:
+        raise NotImplementedError
+
+
+class BasicBlock(ResidualBlock):
+    expansion = 1
+    last_bn = "bn2"
+
+    def build_branch(self, inplanes: int, planes: int, stride: int) -> None:
         self.conv1 = conv3x3(inplanes, planes, stride)
         self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
-        self.attention = block_attention(attn_layer, planes, spatial_size)
-        self.downsample = downsample
-        self.attention_site_specs = [
-            SiteSpec(
-                attr="attention",
-                kind="block",
-                channels=planes,
-                spatial_size=spatial_size,
-                where="end of residual branch: after bn2, before the identity add and final ReLU",
-                preceding_bn="bn2",
-            )
-        ]
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -81,20 +94,11 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResidualBlock):
     expansion = 4
+    last_bn = "bn3"
 
-    def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int = 1,
-        downsample: nn.Module | None = None,
-        *,
-        attn_layer: AttentionLayer = NoAttention,
-        spatial_size: tuple[int, int] | None = None,
-    ):
-        super().__init__()
+    def build_branch(self, inplanes: int, planes: int, stride: int) -> None:
         width = planes
         self.conv1 = conv1x1(inplanes, width)
         self.bn1 = nn.BatchNorm2d(width)
@@ -103,18 +107,6 @@ class Bottleneck(nn.Module):
         self.conv3 = conv1x1(width, planes * self.expansion)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
-        self.attention = block_attention(attn_layer, planes * self.expansion, spatial_size)
-        self.downsample = downsample
-        self.attention_site_specs = [
-            SiteSpec(
-                attr="attention",
-                kind="block",
-                channels=planes * self.expansion,
-                spatial_size=spatial_size,
-                where="end of residual branch: after bn3, before the identity add and final ReLU",
-                preceding_bn="bn3",
-            )
-        ]
 
     def forward(self, x: Tensor) -> Tensor:
         identity = x if self.downsample is None else self.downsample(x)
