@@ -12,29 +12,29 @@ import torch
 import namexp
 
 
-def git_commit() -> str | None:
-    """The commit of the namexp source that ran (with '-dirty' if it had local changes), if any."""
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the namexp source that ran when it is a git checkout; (None, None) otherwise."""
     source = Path(namexp.__file__).resolve().parent.parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=5)
+
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        )
+        commit = git("rev-parse", "HEAD")
         if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return commit.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+            return None, None
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        return commit.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.SubprocessError):
-        return None
+        return None, None
 
 
 def environment(device_description: str) -> dict[str, object]:
+    """What ran: versions, device, host, and the code: namexp's version, plus its git commit and whether
+    the checkout had uncommitted changes (`git_dirty`) when it runs from one."""
     import torchvision
 
+    commit, dirty = git_state()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -43,5 +43,6 @@ def environment(device_description: str) -> dict[str, object]:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device": device_description,
         "hostname": socket.gethostname(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "git_dirty": dirty,
     }

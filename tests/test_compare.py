@@ -70,6 +70,7 @@ def make_run(
     analysis: dict | None = None,
     nam_weights: dict | None = None,
     selection_split: str = "test",
+    fingerprint: str | None = "sha256:" + "5eed" * 16,
 ) -> Path:
     """Write a run folder with a record.json as training writes it (docs/run-folder.md)."""
     folder = root / name
@@ -127,6 +128,7 @@ def make_run(
         "seed": seed,
         "sparsity": effective,
         "sparsity_mode": cfg["sparsity_mode"],
+        **({"data_fingerprint": fingerprint} if fingerprint else {}),
         "choices": {"data": data, "backbone": backbone, "attention": attention},
         "overrides": [f"attention={attention}", f"seed={seed}"],
         "config": cfg,
@@ -300,6 +302,30 @@ def test_seeds_group_together_and_other_keys_split(tmp_path: Path):
     assert abs_group.stats["delta_final_top1"] == pytest.approx(28.5 - 30.5)
     table = render_markdown(comp)
     assert "variant" in md_rows(table)[0]
+
+
+def test_runs_that_read_different_data_never_pool(tmp_path: Path):
+    other = "sha256:" + "0dd" * 21 + "f"
+    for seed in range(2):
+        make_run(tmp_path, f"a{seed}", seed=seed, final=30.0 + seed)
+        make_run(tmp_path, f"b{seed}", seed=seed, final=40.0 + seed, fingerprint=other)
+    comp = build(load_runs([tmp_path])[0])
+    assert sorted(g.stats["n"] for g in comp.groups) == [2, 2]
+    assert sorted(g.variant_text for g in comp.groups) == [
+        "data.fingerprint=sha256:0dd0dd0dd0dd",
+        "data.fingerprint=sha256:5eed5eed5eed",
+    ]
+    assert not any("fingerprint" in w for w in comp.warnings)
+    pooled = build(load_runs([tmp_path])[0], ignore=["data.fingerprint"])  # the user says it is the same data
+    assert [g.stats["n"] for g in pooled.groups] == [4]
+
+
+def test_runs_without_a_data_fingerprint_are_said_so_and_kept_apart(tmp_path: Path):
+    make_run(tmp_path, "new", seed=0)
+    make_run(tmp_path, "old", seed=1, fingerprint=None)
+    comp = build(load_runs([tmp_path])[0])
+    assert sorted(g.stats["n"] for g in comp.groups) == [1, 1]
+    assert any("1 run(s) were recorded before data fingerprints" in w and "old" in w for w in comp.warnings)
 
 
 def test_bookkeeping_keys_constant_and_ignore_option(tmp_path: Path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,7 +19,8 @@ def test_the_full_archive_unpacks_once_and_loads_exactly(full_cifar100_root, tmp
     assert torch.bincount(splits.train_labels).tolist() == [500] * 100
     assert torch.bincount(splits.test_labels).tolist() == [100] * 100
     assert len(splits.classes) == 100 and splits.classes[0] == "apple"
-    assert {"meta", "test", "train"} <= {p.name for p in (cache / "cifar-100-python").iterdir()}
+    assert {"meta", "test", "train"} <= {p.name for p in Path(splits.source).iterdir()}
+    assert Path(splits.source).is_relative_to(cache)  # unpacked into the cache, not beside the archive
     again = load_cifar("cifar100", str(full_cifar100_root), str(cache), download=False)  # from the cache now
     assert torch.equal(again.train_images[:100], splits.train_images[:100])
 

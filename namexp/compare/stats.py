@@ -46,6 +46,9 @@ ATTENTION_PREFIXES: tuple[str, ...] = ("attention",)
 # Sparsity keys besides the effective sparsity: irrelevant (shown as n/a) for runs whose effective
 # sparsity is 0, and never required to match between a run and its `none` baseline.
 SPARSITY_KEYS: tuple[str, ...] = ("sparsity_mode",)
+# Runs that read different data never pool: the record's data fingerprint is part of the recipe.
+DATA_FINGERPRINT_KEY = "data.fingerprint"
+_FINGERPRINT_SHOWN = len("sha256:") + 12
 NOT_APPLICABLE = "n/a"
 UNSET_TEXT = "(unset)"  # how a key that a run does not have is shown
 
@@ -285,6 +288,9 @@ class Comparison:
 def recipe_values(run: Run, ignored: Sequence[str]) -> dict:
     """The run's flattened config without bookkeeping keys; sparsity keys are n/a without sparsity."""
     flat = {k: v for k, v in run.flat.items() if not _under(k, ignored)}
+    if not _under(DATA_FINGERPRINT_KEY, ignored):
+        fingerprint = run.record.get("data_fingerprint")
+        flat[DATA_FINGERPRINT_KEY] = str(fingerprint)[:_FINGERPRINT_SHOWN] if fingerprint else MISSING
     if run.sparsity == 0:
         for key in SPARSITY_KEYS:
             if key in flat:
@@ -394,6 +400,7 @@ def build(
     apart = [r for r in pool if not r.completed and passes(r, attention_filters)]
     completed = [r for r in pool if r.completed]
 
+    _note_unknown_data(completed, notes)
     groups = _group(completed, ignored, notes)
     for group in groups:
         _aggregate(group, masked, rankings)
@@ -460,6 +467,15 @@ def _group(completed: Sequence[Run], ignored: Sequence[str], notes: list[str]) -
         unique = [k for k in varying if k not in owned and len(distinct[k]) == len(completed)]
         _note_keys_that_split_seeds(completed, recipes, varying, unique, notes)
     return groups
+
+
+def _note_unknown_data(completed: Sequence[Run], notes: list[str]) -> None:
+    unknown = [r for r in completed if not r.record.get("data_fingerprint")]
+    if unknown:
+        notes.append(
+            f"{len(unknown)} run(s) were recorded before data fingerprints (e.g. {unknown[0].folder}): compare "
+            "cannot tell whether they read the same data; runs with and without a fingerprint are grouped apart"
+        )
 
 
 def _attention_owned_keys(completed: Sequence[Run], recipes: list[dict], varying: list[str]) -> set[str]:

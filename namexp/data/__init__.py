@@ -75,6 +75,7 @@ def build_data(
     crop, flip = cfg.augment == "crop_flip", cfg.augment in ("crop_flip", "flip")
     loaders = _on_device_loaders if cfg.on_device else _host_loaders
     train_loader, eval_loader = loaders(cfg, opts, crop, flip)
+    sizes = {"train": len(train_labels), "val": len(val[1]) if val else 0, "test": len(splits.test_labels)}
     return DataBundle(
         train=train_loader(train_images, train_labels) if with_train else None,
         test=eval_loader(splits.test_images, splits.test_labels),
@@ -82,7 +83,10 @@ def build_data(
         num_classes=cfg.num_classes,
         image_size=cfg.image_size,
         classes=splits.classes,
-        num_train=int(train_labels.shape[0]),
+        num_train=sizes["train"],
+        sizes=sizes,
+        fingerprint=splits.fingerprint,
+        source=splits.source,
     )
 
 

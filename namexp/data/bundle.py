@@ -22,6 +22,9 @@ class DataBundle:
     image_size: int
     classes: list[str]
     num_train: int
+    sizes: dict[str, int]  # images per split: train, val (0 without a hold-out), test
+    fingerprint: str  # which data this is (namexp.data.identity)
+    source: str  # the folder it was read from, or "synthetic"
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,15 @@
 """CIFAR-10/100 in the standard "python version" layout, read without trusting the pickles.
 
 Where the data is looked for, in order, below the data root (`data.root`, else `$NAMEXP_DATA`, else
-`~/.cache/namexp/data`):
+`~/.cache/namexp/data`), and nowhere else:
   1. the unpacked folder (`cifar-100-python/`, `cifar-10-batches-py/`);
   2. its archive (`.tar.gz` as distributed, or `.tar.xz`), unpacked once into the cache folder
-     (`data.cache_dir`, else `$NAMEXP_CACHE`, else `~/.cache/namexp`);
+     (`data.cache_dir`, else `$NAMEXP_CACHE`, else `~/.cache/namexp`) under a name that carries the
+     archive's SHA-256, so two different archives never share an unpacked copy and a changed one is
+     unpacked again;
   3. a download of the official archive into the data root, when `data.download` is true and the
      machine is online (torchvision's downloader, with the official md5).
+A root that holds none of these is an error, whatever the cache holds from other roots.
 Files are read with a restricted unpickler that allows only the three numpy names a CIFAR pickle
 uses, and their contents are checked (shape, dtype, label range), so a crafted or damaged file is
 refused with a clear message instead of running code or training on garbage.
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from namexp.data.identity import file_sha256, files_fingerprint
 from namexp.errors import UserError
 
 
@@ -37,6 +41,7 @@ class CifarLayout:
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
     label_key: str
+    meta_file: str  # the class names
     num_classes: int
     url: str
     md5: str
@@ -49,6 +54,7 @@ LAYOUTS: dict[str, CifarLayout] = {
         train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
         test_files=("test_batch",),
         label_key="labels",
+        meta_file="batches.meta",
         num_classes=10,
         url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
         md5="c58f30108f718f92721af3b95e74349a",
@@ -59,6 +65,7 @@ LAYOUTS: dict[str, CifarLayout] = {
         train_files=("train",),
         test_files=("test",),
         label_key="fine_labels",
+        meta_file="meta",
         num_classes=100,
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
         md5="eb9058c3a382ffc7106e4002c42a8d85",
@@ -134,9 +141,9 @@ def default_cache_dir() -> Path:
 
 
 def locate(name: str, root: Path, cache_dir: Path, download: bool) -> Path:
-    """The folder holding the unpacked pickles, unpacking or downloading as needed."""
+    """The folder holding the unpacked pickles of the data root's dataset, unpacking or downloading as needed."""
     layout = LAYOUTS[name]
-    for folder in (root / layout.folder, root / layout.archive_stem / layout.folder, cache_dir / layout.folder):
+    for folder in (root / layout.folder, root / layout.archive_stem / layout.folder):
         if folder.is_dir():
             return folder
     for suffix in (".tar.gz", ".tar.xz", ".tgz"):
@@ -147,20 +154,26 @@ def locate(name: str, root: Path, cache_dir: Path, download: bool) -> Path:
         archive = _download(layout, root)
         if archive is not None:
             return _unpack_once(archive, layout.folder, cache_dir)
+    where = f"{root} does not exist" if not root.exists() else f"{root} holds neither {layout.folder}/ nor its archive"
     raise UserError(
-        f"{name} not found in {root} and not downloadable{'' if download else ' (data.download=false)'}: "
+        f"{name} not found: {where}, and it is not downloadable{'' if download else ' (data.download=false)'}: "
         f"put {layout.folder}/ or {layout.archive_stem}.tar.gz there, or point NAMEXP_DATA (or data.root) at the folder that holds it"
     )
 
 
+def unpacked_folder(archive: Path, folder: str, cache_dir: Path) -> Path:
+    """Where `archive` is unpacked: a cache entry named by the archive's content hash, one per archive."""
+    return cache_dir / f"{folder}-{file_sha256(archive, cache_dir)[:16]}" / folder
+
+
 def _unpack_once(archive: Path, folder: str, cache_dir: Path) -> Path:
-    """Unpack `archive` into `cache_dir/folder` once; a crash half-way leaves no partial folder."""
-    target = cache_dir / folder
+    """Unpack `archive` into its own cache entry once; a crash half-way leaves no partial folder."""
+    target = unpacked_folder(archive, folder, cache_dir)
     if target.is_dir():
         return target
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache_dir))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
     except OSError as exc:
         raise UserError(
             f"cannot unpack {archive.name} into {cache_dir} ({exc.strerror}): set data.cache_dir or NAMEXP_CACHE to a writable folder"
@@ -209,6 +222,8 @@ class ImageSplits:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     classes: list[str]
+    fingerprint: str  # namexp.data.identity: which data this is
+    source: str  # where it was read from (the folder of pickles), or how it was made
 
 
 def load_cifar(name: str, root: str | None, cache_dir: str | None, download: bool) -> ImageSplits:
@@ -232,12 +247,20 @@ def load_cifar(name: str, root: str | None, cache_dir: str | None, download: boo
 
     train_images, train_labels = read(layout.train_files)
     test_images, test_labels = read(layout.test_files)
-    return ImageSplits(train_images, train_labels, test_images, test_labels, _class_names(folder, name))
+    files = [
+        *layout.train_files,
+        *layout.test_files,
+        *([layout.meta_file] if (folder / layout.meta_file).is_file() else []),
+    ]
+    fingerprint = files_fingerprint(folder, files, cache_path)
+    return ImageSplits(
+        train_images, train_labels, test_images, test_labels, _class_names(folder, name), fingerprint, str(folder)
+    )
 
 
 def _class_names(folder: Path, name: str) -> list[str]:
-    meta_file, key = ("batches.meta", "label_names") if name == "cifar10" else ("meta", "fine_label_names")
-    path = folder / meta_file
+    key = "label_names" if name == "cifar10" else "fine_label_names"
+    path = folder / LAYOUTS[name].meta_file
     if path.is_file():
         names = read_pickle(path).get(key)
         if isinstance(names, list):

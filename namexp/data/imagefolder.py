@@ -9,6 +9,7 @@ import torch
 from namexp.config.schema import DataConfig
 from namexp.data.bundle import DataBundle, LoaderOptions, holdout_indices
 from namexp.data.cifar import default_data_root
+from namexp.data.identity import listing_fingerprint
 from namexp.errors import UserError
 
 
@@ -39,6 +40,7 @@ def build_imagefolder(cfg: DataConfig, opts: LoaderOptions, with_train: bool) ->
         val_set = datasets.ImageFolder(str(train_dir), transform=eval_tf)
         val = torch.utils.data.Subset(val_set, val_idx.tolist())
         train_set = torch.utils.data.Subset(train_set, train_idx.tolist())
+    sizes = {"train": len(train_set), "val": len(val) if val is not None else 0, "test": len(test_set)}
     return DataBundle(
         train=opts.host_train(train_set) if with_train else None,
         test=opts.host_eval(test_set),
@@ -46,7 +48,10 @@ def build_imagefolder(cfg: DataConfig, opts: LoaderOptions, with_train: bool) ->
         num_classes=cfg.num_classes,
         image_size=cfg.image_size,
         classes=classes,
-        num_train=len(train_set),
+        num_train=sizes["train"],
+        sizes=sizes,
+        fingerprint=listing_fingerprint(root),
+        source=str(root),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from namexp.data.cifar import ImageSplits
+from namexp.data.identity import tensors_fingerprint
 
 
 def make_synthetic(num_classes: int, image_size: int, train_size: int, test_size: int, seed: int = 0) -> ImageSplits:
@@ -28,4 +29,6 @@ def make_synthetic(num_classes: int, image_size: int, train_size: int, test_size
 
     train_images, train_labels = split(train_size)
     test_images, test_labels = split(test_size)
-    return ImageSplits(train_images, train_labels, test_images, test_labels, [f"class_{i}" for i in range(num_classes)])
+    classes = [f"class_{i}" for i in range(num_classes)]
+    fingerprint = tensors_fingerprint(train_images, train_labels, test_images, test_labels)
+    return ImageSplits(train_images, train_labels, test_images, test_labels, classes, fingerprint, "synthetic")

@@ -61,6 +61,7 @@ def describe_run(record: RunRecord, cfg: RunConfig, ctx: RunContext, s: Setup) -
         "environment": {**environment(device), "precision": t.precision, "channels_last": t.channels_last,
                         "compile": t.compile, "deterministic": t.deterministic, "world_size": ctx.dist.world_size},
         "num_train": s.data.num_train,
+        "data_sizes": s.data.sizes, "data_fingerprint": s.data.fingerprint, "data_source": s.data.source,
     })  # fmt: skip
     record.set_state(s.state)
     record.write()
