@@ -22,6 +22,9 @@ app = typer.Typer(
     help="Train, evaluate and compare CNNs with NAM and its peer attention modules (SE, CBAM, BAM, TAM, ECA, non-local).",
 )
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+# Shared by the commands that read a run's checkpoint (eval, export).
+RUN_OR_CHECKPOINT = typer.Argument(..., help="A run folder or a checkpoint file (.pt).")
+WHICH_CHECKPOINT = typer.Option("last", "--checkpoint", "-c", help="Which checkpoint of a run folder: last or best.")
 
 
 @app.command(context_settings=OVERRIDES)
@@ -46,16 +49,45 @@ def train(
 @app.command("eval", context_settings=OVERRIDES)
 def eval_command(
     ctx: typer.Context,
-    target: Path = typer.Argument(..., help="A run folder or a checkpoint file (.pt)."),
-    checkpoint: str = typer.Option(
-        "last", "--checkpoint", "-c", help="Which checkpoint of a run folder: last or best."
-    ),
+    target: Path = RUN_OR_CHECKPOINT,
+    checkpoint: str = WHICH_CHECKPOINT,
     split: str = typer.Option("test", "--split", help="test, or val when the run held out a validation split."),
+    folded: bool = typer.Option(
+        False, "--folded", help="Time latency on the model folded for inference (the form namexp export writes)."
+    ),
 ) -> None:
     """Evaluate a checkpoint with its own config: loss, top-1/top-5 error, params, FLOPs, latency."""
     from namexp.evaluation.command import run_eval
 
-    _exit(run_eval(target, ctx.args, which=checkpoint, split=split))
+    _exit(run_eval(target, ctx.args, which=checkpoint, split=split, folded=folded))
+
+
+@app.command("export", context_settings=OVERRIDES)
+def export_command(
+    ctx: typer.Context,
+    target: Path = RUN_OR_CHECKPOINT,
+    format: str = typer.Option(
+        "onnx", "--format", "-f", help="onnx (needs the export extra), exported (torch.export .pt2) or torchscript."
+    ),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="The file to write (default: RUN/exports/<checkpoint>.<suffix>)."
+    ),
+    checkpoint: str = WHICH_CHECKPOINT,
+    batch: int = typer.Option(
+        1, "--batch", help="The batch size the graph is traced with (its fixed batch size unless --dynamic-batch)."
+    ),
+    dynamic_batch: bool = typer.Option(False, "--dynamic-batch", help="Accept any batch size (1 to 4096)."),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset version (default: the exporter's)."),
+    check_images: int = typer.Option(256, "--check-images", help="Test images the export is checked on."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing output file."),
+) -> None:
+    """Fold a run's model for inference, export it, and check the file against PyTorch on real test images."""
+    from namexp.export.command import ExportRequest, run_export
+    from namexp.export.formats import ExportOptions
+
+    options = ExportOptions(batch=batch, dynamic_batch=dynamic_batch, opset=opset)
+    request = ExportRequest(target, format, output, checkpoint, options, check_images, force)
+    _exit(run_export(request, ctx.args))
 
 
 @app.command(context_settings=OVERRIDES)
@@ -85,6 +117,12 @@ def bench(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --output file."),
     skip_reference: bool = typer.Option(False, "--skip-reference", help="Do not time the official script's pipeline."),
     skip_overheads: bool = typer.Option(False, "--skip-overheads", help="Do not measure the attention overheads."),
+    deploy: bool = typer.Option(
+        False,
+        "--deploy",
+        help="Inference cost instead: eager vs folded vs ONNX Runtime per attention (export extra).",
+    ),
+    batches: str = typer.Option("1,64", "--batches", help="--deploy: batch sizes, comma list."),
 ) -> None:
     """Training img/s: the limit vs namexp vs the reference pipeline, eval latency, attention overheads.
 
@@ -103,6 +141,8 @@ def bench(
         force=force,
         skip_reference=skip_reference,
         skip_overheads=skip_overheads,
+        deploy=deploy,
+        batches=batches,
     )
     _exit(run_bench(options, ctx))
 

@@ -20,6 +20,12 @@ def run_bench(options: BenchOptions, ctx: typer.Context) -> int:
 
     overrides = list(ctx.args)
     valid_flags = [_flag(param) for param in _options(ctx)]
+    if options.deploy:
+        from namexp.bench.deploy import run_deploy
+        from namexp.bench.plan import check_overrides
+
+        check_overrides(overrides, valid_flags)
+        return run_deploy(options, overrides, command_line(ctx, overrides))
     plan = plan_bench(options, overrides, command_line(ctx, overrides), valid_flags)
     console, status = Console(), Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="namexp-bench-") as tmp:

@@ -29,6 +29,8 @@ class BenchOptions:
     force: bool
     skip_reference: bool
     skip_overheads: bool
+    deploy: bool = False  # the inference-form bench (namexp.bench.deploy) instead of the training one
+    batches: str = "1,64"  # --deploy's batch sizes
 
     def check(self) -> None:
         for name, minimum in MINIMUM.items():

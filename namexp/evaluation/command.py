@@ -26,7 +26,16 @@ def eval_folder(checkpoint: Path) -> Path:
     return RunFolder(parent.parent if parent.name == "checkpoints" else parent).evals
 
 
-def run_eval(target: Path, overrides: list[str], which: str = "last", split: str = "test") -> int:
+def latency_model(model, folded: bool):
+    """The form latency is timed on: the model as trained (eager), or folded for inference (namexp export's form)."""
+    if not folded:
+        return model
+    from namexp.export.fold import fold_for_inference
+
+    return fold_for_inference(model)
+
+
+def run_eval(target: Path, overrides: list[str], which: str = "last", split: str = "test", folded: bool = False) -> int:
     from namexp.costs import count_flops, count_params, inference_latency_ms
     from namexp.evaluation.metrics import split_metrics
     from namexp.run.load import load_run
@@ -43,7 +52,7 @@ def run_eval(target: Path, overrides: list[str], which: str = "last", split: str
     metrics = split_metrics(run.model, loader, cfg.trainer.precision, device)
     first_batch = next(iter(loader))[0]
     with runtime.autocast(cfg.trainer.precision, device):
-        latency = inference_latency_ms(run.model, first_batch)
+        latency = inference_latency_ms(latency_model(run.model, folded), first_batch)
     result = {
         "checkpoint": str(run.checkpoint.resolve()), "which": which, "split": split, "epoch": run.epochs_done,
         "backbone": cfg.backbone.name, "attention": cfg.attention.name, "data": cfg.data.name,
@@ -51,6 +60,7 @@ def run_eval(target: Path, overrides: list[str], which: str = "last", split: str
         "images": int(metrics["images"]), "params": count_params(run.model),
         "flops": count_flops(run.model, data.image_size),
         "latency_ms_per_batch": latency, "latency_batch_size": int(first_batch.shape[0]),
+        "latency_form": "folded" if folded else "eager",
         "device": runtime.describe_device(device), "precision": cfg.trainer.precision, "overrides": list(overrides),
         "config": asdict(cfg), "time": datetime.now().isoformat(timespec="seconds"),
     }  # fmt: skip
@@ -68,7 +78,7 @@ def _show(r: dict, out: Path) -> None:
     table.add_row("loss", f"{r['loss']:.4f}")
     table.add_row("top-1 / top-5 error", f"{r['top1_err']:.2f}% / {r['top5_err']:.2f}%")
     table.add_row("params / FLOPs", f"{r['params']:,} / {r['flops'] / 1e9:.3f} G (2 per multiply-add)")
-    table.add_row("latency", f"{r['latency_ms_per_batch']:.2f} ms per batch of {r['latency_batch_size']} "
+    table.add_row(f"latency ({r['latency_form']})", f"{r['latency_ms_per_batch']:.2f} ms per batch of {r['latency_batch_size']} "
                   f"({r['device']}, {r['precision']})")  # fmt: skip
     table.add_row("eval record", str(out))
     Console().print(table)
