@@ -78,3 +78,10 @@ def only_run_dir(root: Path) -> Path:
 
 def read_record(run_dir: Path) -> dict:
     return json.loads((run_dir / "record.json").read_text())
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's dict (format 3 unwrapped once its hash matched), as eval, analyze and resume read it."""
+    from namexp.run.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
