@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,14 +25,23 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="find
 
 NO_SPACE = "[Errno 28] No space left on device"
 IO_ERROR = "[Errno 5] Input/output error"
+NOT_WRITABLE = "[Errno 13] Permission denied"
+FIXES = {NO_SPACE: "free space", IO_ERROR: "check the disk", NOT_WRITABLE: "make the folder writable"}
 
 
 class FailingDisk:
-    """Makes the OS fail writes of the file called `name` (its temporary `.name.*.tmp` and its rename)."""
+    """Makes the OS fail writes of the file called `name` (its temporary `.name.*.tmp` and its rename); `create`
+    refuses the temporary file itself, as a folder does that a non-root user may not write to."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, how: str):
         self.name, self.how, self.failures = name, how, 0
-        real_fdopen, real_fsync, real_replace = os.fdopen, os.fsync, os.replace
+        real_fdopen, real_fsync, real_replace, real_mkstemp = os.fdopen, os.fsync, os.replace, tempfile.mkstemp
+
+        def mkstemp(*args, prefix=None, **kwargs):
+            if how == "create" and prefix == f".{name}.":
+                self.failures += 1
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+            return real_mkstemp(*args, prefix=prefix, **kwargs)
 
         def fdopen(fd, *args, **kwargs):
             f = real_fdopen(fd, *args, **kwargs)
@@ -52,6 +62,7 @@ class FailingDisk:
         monkeypatch.setattr(os, "fdopen", fdopen)
         monkeypatch.setattr(os, "fsync", fsync)
         monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
 
     def _ours(self, path: str) -> bool:
         base = Path(path).name
@@ -101,6 +112,7 @@ RUN_FILES = [
     ("last.pt", "write", NO_SPACE),
     ("last.pt", "fsync", IO_ERROR),
     ("last.pt", "replace", IO_ERROR),
+    ("last.pt", "create", NOT_WRITABLE),
     ("record.json", "write", NO_SPACE),
     ("record.json", "replace", IO_ERROR),
     ("metrics.csv", "write", NO_SPACE),
@@ -115,8 +127,10 @@ def test_a_failed_write_while_training_keeps_the_last_good_files(name, how, reas
     result = run_inproc(["train", "--resume", str(run), "trainer.epochs=3"], capsys)
     line = one_error_line(result)
     target = checkpoints / name if name.endswith(".pt") else run / name
-    fix = "free space" if reason == NO_SPACE else "check the disk"
-    assert line == f"error: could not write {target}: {reason} -- {fix} and resume with: namexp train --resume {run}"
+    assert (
+        line
+        == f"error: could not write {target}: {reason} -- {FIXES[reason]} and resume with: namexp train --resume {run}"
+    )
     assert disk.failures >= 1
     for file, data in kept.items():
         assert (checkpoints / file if file.endswith(".pt") else run / file).read_bytes() == data, file
@@ -198,10 +212,10 @@ def test_a_failed_comparison_table_keeps_the_previous_table(name, how, trained, 
     kept = table.read_bytes()
     FailingDisk(monkeypatch, name, how)
     line = one_error_line(run_inproc(["compare", str(trained), "--output", str(table), "--force"], capsys))
-    reason, fix = (NO_SPACE, "free space") if how == "write" else (IO_ERROR, "check the disk")
+    reason = NO_SPACE if how == "write" else IO_ERROR
     assert (
         line
-        == f"error: could not write {table}: {reason} -- {fix} and run the command again (the file as it was is kept)"
+        == f"error: could not write {table}: {reason} -- {FIXES[reason]} and run the command again (the file as it was is kept)"
     )
     assert table.read_bytes() == kept and temporaries(tmp_path) == []
 
