@@ -240,3 +240,15 @@ def test_a_failed_sweep_table_keeps_the_previous_one(trained, tmp_path, monkeypa
     with pytest.raises(WriteFailed, match=r"could not write .*comparison\.md: \[Errno 28\] No space left on device"):
         write_sweep_table(sweep)
     assert as_bytes(sweep / "comparison.md", sweep / "comparison.csv") == kept and temporaries(sweep) == []
+
+
+def test_tensorboard_events_that_cannot_be_written_never_stop_the_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "tb").write_text("a file where the events folder should be")  # the OS refuses the folder
+    result = run_inproc(["train", *TINY_SYNTHETIC, "trainer.epochs=1", f"hydra.run.dir={run}"], capsys)
+    assert result.code == 0, result.err
+    assert "TensorBoard events in" in result.out + result.err and "Traceback" not in result.out + result.err
+    record = read_record(run)
+    assert record["status"] == "completed" and [e["epoch"] for e in record["epochs"]] == [1]
+    assert read_checkpoint(run / "checkpoints" / "last.pt")["state"]["epochs_done"] == 1
