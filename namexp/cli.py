@@ -33,7 +33,10 @@ def train(
         False, "--multirun", "-m", help="Sweep: one job per combination of comma-listed values."
     ),
     resume: Path | None = typer.Option(
-        None, "--resume", help="Continue the run (or sweep) in this folder from its last checkpoint."
+        None,
+        "--resume",
+        help="Continue the run (or sweep) in this folder from its last checkpoint; or give a run's "
+        "checkpoints/previous.pt to continue from that one (its last.pt is set aside).",
     ),
     print_config: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
 ) -> None:
