@@ -6,8 +6,10 @@ can fix (`UserError`) end in one line on stderr and exit code 2 -- no traceback 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -34,7 +36,10 @@ def train(
         False, "--multirun", "-m", help="Sweep: one job per combination of comma-listed values."
     ),
     resume: Path | None = typer.Option(
-        None, "--resume", help="Continue the run (or sweep) in this folder from its last checkpoint."
+        None,
+        "--resume",
+        help="Continue the run (or sweep) in this folder from its last checkpoint; or give a run's "
+        "checkpoints/previous.pt to continue from that one (its last.pt is set aside).",
     ),
     print_config: bool = typer.Option(False, "--cfg", help="Print the composed config and exit."),
 ) -> None:
@@ -173,11 +178,25 @@ def _print_config(overrides: list[str]) -> None:
         typer.echo(OmegaConf.to_yaml(launch.job_config(cfg)))
 
 
+def _thread_hook(args) -> None:
+    if not issubclass(args.exc_type, OSError):
+        threading.__excepthook__(args)
+
+
+def _quiet_background_failures() -> None:
+    """On a full disk the log file and TensorBoard's writer thread fail too: the command's one-line error (or a
+    warning) says what happened, without a traceback from each of them."""
+    logging.raiseExceptions = False
+    threading.excepthook = _thread_hook
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns errors into exit codes (2: user error, 3: diverged, 130/143: interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("NAMEXP_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        _quiet_background_failures()
     _register_package_commands()
     try:
         # Typer's standalone mode prints usage errors itself and exits with the code a command raises

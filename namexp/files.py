@@ -1,8 +1,14 @@
 """Writing output files: atomically (a reader or a crash never sees half of one), never over a user's file
-without --force, in the format --format names or the file's suffix implies."""
+without --force, in the format --format names or the file's suffix implies.
+
+A write that fails (disk full, I/O error, read-only folder) leaves the file as it was and raises `WriteFailed`:
+a one-line UserError naming the file and the OS error.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -33,22 +39,85 @@ def new_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
-def write_atomic(path: Path, write: Callable[[IO], None], *, binary: bool = False, sync: bool = False) -> None:
-    """Call ``write(file)`` on a temporary file in the same folder, then rename it over `path` (atomic on POSIX)."""
+class WriteFailed(UserError):
+    """A file could not be written; the file as it was (if any) is still in place, no temporary is left."""
+
+    def __init__(self, path: Path, error: OSError, then: str = "run the command again (the file as it was is kept)"):
+        self.path, self.error, self.then = Path(path), error, then
+        super().__init__(f"could not write {path}: {os_reason(error)} -- {_fix(error)} and {then}")
+
+    def __reduce__(self):  # sweep launchers pickle a job's exception
+        return type(self), (self.path, self.error, self.then)
+
+    def next_step(self, then: str) -> WriteFailed:
+        """The same failure, ending with what the user does next (e.g. the command that resumes a run)."""
+        return WriteFailed(self.path, self.error, then)
+
+
+def os_reason(error: OSError) -> str:
+    """`[Errno 28] No space left on device` (without the temporary file's name an OSError may carry)."""
+    return f"[Errno {error.errno}] {error.strerror}" if error.errno else str(error)
+
+
+def _fix(error: OSError) -> str:
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free space"
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "make the folder writable"
+    return "check the disk"
+
+
+def write_atomic(
+    path: Path,
+    write: Callable[[IO], None],
+    *,
+    binary: bool = False,
+    sync: bool = False,
+    install: Callable[[Path], None] | None = None,
+) -> None:
+    """Call ``write(file)`` on a temporary file in the same folder, then rename it over `path` (atomic on POSIX).
+
+    `sync` flushes the file to disk before the rename (and the folder after it). `install(temporary)` replaces
+    the rename when the new file must go in another way (a checkpoint rotates the old one first); it runs only
+    once the file is complete. An OSError anywhere is a `WriteFailed`, with `path` as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
             os.fchmod(f.fileno(), new_file_mode())
             write(f)
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if install is not None:
+            install(Path(tmp))
+        else:
+            os.replace(tmp, path)
+        tmp = None
+        if sync:
+            sync_folder(path.parent)
+    except OSError as exc:
+        raise WriteFailed(path, exc) from None
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+
+
+def sync_folder(folder: Path) -> None:
+    """Make renames in `folder` durable (best effort: not every system can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

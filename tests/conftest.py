@@ -90,3 +90,21 @@ def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAMEXP_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("NAMEXP_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("NAMEXP_DATA", raising=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A real two-epoch run on synthetic images (last.pt, previous.pt, best.pt, record.json, metrics.csv),
+    trained once per test module; tests that change it use `run`, a copy."""
+    from helpers import TINY_SYNTHETIC, train_once
+
+    base = tmp_path_factory.mktemp("trained")
+    return train_once(base, base / "run", [*TINY_SYNTHETIC, "trainer.epochs=2"])
+
+
+@pytest.fixture
+def run(trained: Path, tmp_path: Path) -> Path:
+    """A fresh copy of `trained` that the test may damage."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    return copy

@@ -25,6 +25,18 @@ TINY = [
     "trainer.log_interval=5",
 ]
 
+# A few seconds on the CPU, no data files: synthetic images, resnet20 + nam.
+TINY_SYNTHETIC = [
+    "data=synthetic",
+    "backbone=resnet20",
+    "attention=nam",
+    "trainer.progress=none",
+    "data.synthetic_train_size=32",
+    "data.synthetic_test_size=16",
+    "trainer.batch_size=16",
+    "trainer.device=cpu",
+]
+
 
 @dataclass
 class Result:
@@ -56,6 +68,28 @@ def run_inproc(args: list[str], capsys: pytest.CaptureFixture) -> Result:
     return Result(code, captured.out, captured.err)
 
 
+def train_once(base: Path, run: Path, args: list[str]) -> Path:
+    """`namexp train ARGS` into `run`, caches and runs kept below `base` (for module-scoped fixtures, which the
+    per-test environment of conftest.py does not reach); fails the test unless it completes."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NAMEXP_CACHE", str(base / "cache"))
+        mp.setenv("NAMEXP_RUNS", str(base / "runs"))
+        try:
+            main(["train", *args, f"hydra.run.dir={run}"])
+        except SystemExit as exc:
+            assert exc.code in (0, None)
+    return run
+
+
+def one_error_line(result: Result) -> str:
+    """The one `error:` line a refused command printed last (exit code 2, no traceback)."""
+    assert result.code == 2, (result.code, result.err)
+    assert "Traceback" not in result.out + result.err, result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.err.strip().splitlines()[-1] == errors[0], result.err
+    return errors[0]
+
+
 def run_subprocess(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> Result:
     """`python -m namexp ARGS` in a fresh process, as a user runs it."""
     proc = subprocess.run(
@@ -78,3 +112,10 @@ def only_run_dir(root: Path) -> Path:
 
 def read_record(run_dir: Path) -> dict:
     return json.loads((run_dir / "record.json").read_text())
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint's dict (format 3 unwrapped once its hash matched), as eval, analyze and resume read it."""
+    from namexp.run.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)

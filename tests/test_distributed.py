@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from helpers import TINY, read_record, run_inproc
+from helpers import TINY, read_checkpoint, read_record, run_inproc
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 
@@ -86,7 +85,7 @@ def test_sigterm_to_a_ddp_run_leaves_a_resumable_checkpoint(tmp_path, cifar100_r
     assert proc.returncode != 0
     record = read_record(run)
     assert record["status"] == "interrupted", output
-    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    state = read_checkpoint(run / "checkpoints" / "last.pt")
     assert state["state"]["epochs_done"] >= 1
 
     proc = torchrun(["train", "--resume", str(run)], tmp_path)

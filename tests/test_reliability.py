@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import copy_or_write_cifar100
-from helpers import TINY, read_record, run_inproc
+from helpers import TINY, read_checkpoint, read_record, run_inproc
 from namexp.cli import main
 from namexp.errors import UserError
 
@@ -185,7 +185,7 @@ DETERMINISTIC = [*TINY, "trainer.epochs=3", "trainer.deterministic=true", "train
 
 
 def _weights(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    return read_checkpoint(run / "checkpoints" / "last.pt")["model"]
 
 
 def _metrics(run: Path) -> list:
@@ -232,13 +232,13 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(sig, reference_run
         assert "checkpoint saved" in stderr and "Traceback" not in stderr
         record = read_record(run)
         assert record["status"] == "interrupted"
-        state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+        state = read_checkpoint(run / "checkpoints" / "last.pt")
         assert (
             state["state"]["step"] > 0 or len(record["epochs"]) > 1
         )  # mid-epoch checkpoint (unless it ended an epoch)
     else:
         assert code == -signal.SIGKILL
-        torch.load(run / "checkpoints" / "last.pt", weights_only=True)  # the last completed checkpoint is intact
+        read_checkpoint(run / "checkpoints" / "last.pt")  # the last completed checkpoint is intact
 
     result = run_inproc(["train", "--resume", str(run)], capsys)
     assert result.code == 0, result.err
@@ -265,7 +265,7 @@ def test_a_truncated_last_checkpoint_is_refused_and_the_previous_one_resumes(tmp
     assert (
         "truncated or corrupt" in result.err and "previous.pt is intact" in result.err and "Traceback" not in result.err
     )
-    assert torch.load(previous, weights_only=True)["state"]["epochs_done"] == 1
+    assert read_checkpoint(previous)["state"]["epochs_done"] == 1
     last.rename(last.with_suffix(".pt.bad"))
     result = run_inproc(["train", "--resume", str(run), "trainer.epochs=3"], capsys)
     assert result.code == 0, result.err

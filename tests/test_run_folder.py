@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import read_record, run_inproc
+from helpers import read_checkpoint, read_record, run_inproc
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-namexp-0.1"  # written by namexp 0.1 (commit 12ec2c9)
 
@@ -61,7 +61,8 @@ def test_an_old_run_resumes_and_keeps_its_epochs(old_run, capsys):
     assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
     assert record["epochs"][:2] == before and record["created"] == read_record(FIXTURE)["created"]
     assert record["state"]["epochs_done"] == 3 and record["status"] == "completed"
-    payload = torch.load(old_run / "checkpoints" / "last.pt", weights_only=True)
+    assert torch.load(old_run / "checkpoints" / "last.pt", weights_only=True)["format"] == 3  # hashed now
+    payload = read_checkpoint(old_run / "checkpoints" / "last.pt")
     assert payload["format"] == 2 and payload["state"]["epochs_done"] == 3
     assert "epochs" not in payload  # the checkpoint no longer carries the record's epochs
 

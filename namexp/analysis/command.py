@@ -30,7 +30,7 @@ from typing import Any
 import typer
 
 from namexp.errors import UserError
-from namexp.files import check_output, output_format, write_text_atomic
+from namexp.files import WriteFailed, check_output, output_format, write_text_atomic
 from namexp.run.layout import ANALYSIS_DIR, ANALYSIS_RECORD_FILE, NAM_WEIGHTS_FILE, RunFolder
 
 DEFAULT_RATIOS = "0,0.1,0.2,0.3,0.5,0.7"
@@ -456,16 +456,18 @@ def replace_analysis(run_dir: Path, files: dict[str, bytes]) -> tuple[Path, Path
     """
     analysis = RunFolder(run_dir).analysis
     staging = run_dir / f".{ANALYSIS_DIR}-staging-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
     try:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
         for name, data in files.items():
             (staging / name).write_bytes(data)
         previous = _move_aside(analysis)
         analysis.mkdir(exist_ok=True)
         for item in staging.iterdir():
             os.replace(item, analysis / item.name)
+    except OSError as exc:  # a full disk or a read-only folder: one line, the previous result as it was
+        raise WriteFailed(analysis, exc) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return analysis, previous

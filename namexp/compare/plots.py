@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import warnings as _warnings
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from namexp.compare.stats import Comparison, Group, format_value, number
 from namexp.errors import UserError
+from namexp.files import write_atomic
 
 CURVES = "test_top1_curves.png"
 PARAMS = "final_top1_vs_params.png"
@@ -92,6 +94,14 @@ def curve_stats(group: Group):
     return epochs, mean, np.nan_to_num(std)
 
 
+def save_png(fig, path: Path) -> None:
+    """The figure as a PNG at `path`, drawn in memory and written atomically (a failed write keeps the old plot)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    data = buffer.getvalue()
+    write_atomic(path, lambda f: f.write(data), binary=True)
+
+
 def plot_curves(comp: Comparison, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -112,7 +122,7 @@ def plot_curves(comp: Comparison, path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle("Test top-1 error per epoch (mean ± std over seeds)")
-    fig.savefig(path)
+    save_png(fig, path)
 
 
 def plot_params(comp: Comparison, path: Path) -> None:
@@ -134,7 +144,7 @@ def plot_params(comp: Comparison, path: Path) -> None:
         ax.set_ylabel("final test top-1 error (%)")
         ax.grid(True, alpha=0.3)
     fig.suptitle("Final top-1 error vs parameters (mean ± std over seeds)")
-    fig.savefig(path)
+    save_png(fig, path)
 
 
 def load_nam_weights(comp: Comparison) -> tuple[dict[str, dict], list[str]]:
@@ -191,7 +201,7 @@ def plot_nam_weights(weights: dict[str, dict], path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     fig.suptitle("Distribution of NAM weights per attention type")
-    fig.savefig(path)
+    save_png(fig, path)
 
 
 def plan_plots(comp: Comparison, out_dir: Path, force: bool = False) -> tuple[list[Path], dict, list[str]]:

@@ -1,4 +1,4 @@
-"""Whether a folder holds a run, and claiming a fresh one: the one place that decides both."""
+"""Whether a folder holds a run (and trained epochs), and claiming a fresh one: the one place that decides."""
 
 from __future__ import annotations
 
@@ -6,12 +6,20 @@ import os
 from pathlib import Path
 
 from namexp.errors import UserError
-from namexp.run.layout import CHECKPOINTS_DIR, CLAIM_FILE, HYDRA_DIR, RECORD_FILE, SWEEP_FILE
+from namexp.run.layout import CHECKPOINTS_DIR, CLAIM_FILE, HYDRA_DIR, RECORD_FILE, SWEEP_FILE, RunFolder
+from namexp.run.record import read_record
 
 
 def holds_run(folder: Path) -> bool:
     """A run was started in `folder` (claimed, configured by Hydra, recorded or checkpointed)."""
     return any((folder / name).exists() for name in (CLAIM_FILE, RECORD_FILE, HYDRA_DIR, CHECKPOINTS_DIR))
+
+
+def holds_progress(folder: Path) -> bool:
+    """Something was trained in `folder`: a checkpoint, or a record with epochs. Such a folder is never removed
+    when a run fails, and the way on is `namexp train --resume` (not training again)."""
+    run = RunFolder(folder)
+    return any(run.checkpoints.glob("*.pt")) or bool((read_record(folder) or {}).get("epochs"))
 
 
 def holds_sweep(folder: Path) -> bool:

@@ -42,6 +42,27 @@ def folder_of(checkpoint: Path) -> RunFolder | None:
     return folder if folder.saved_overrides.is_file() else None
 
 
+def resume_target(target: Path) -> tuple[Path, str]:
+    """What `train --resume TARGET` continues: (run or sweep folder, which checkpoint). TARGET is a folder
+    (its last.pt), or a run's `checkpoints/last.pt` or `checkpoints/previous.pt`."""
+    if target.is_dir() or target.suffix != ".pt":
+        return target, "last"
+    which, folder = target.stem, RunFolder(target.parent.parent)
+    if which == "best" and target.parent.name == CHECKPOINTS_DIR:
+        raise UserError(
+            f"cannot resume from {target}: best.pt holds the best epoch's weights but no optimizer state; resume "
+            f"with --resume {folder.path} (its last.pt) or --resume {folder.checkpoint('previous')}"
+        )
+    if target.parent.name != CHECKPOINTS_DIR or which not in ("last", "previous"):
+        raise UserError(
+            f"cannot resume from {target}: --resume takes a run folder, a sweep folder, or a run's "
+            "checkpoints/last.pt or checkpoints/previous.pt"
+        )
+    if not target.is_file():
+        raise UserError(f"cannot resume from {target}: the file does not exist")
+    return folder.path, which
+
+
 def saved_overrides(run_or_sweep: Path) -> tuple[list[str], bool]:
     """The task overrides a run (or sweep) was started with, and whether it is a sweep."""
     folder = RunFolder(run_or_sweep)

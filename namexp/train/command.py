@@ -1,6 +1,7 @@
 """`namexp train`: decide between one run and a sweep, check everything that can be checked first, launch.
 
-One run: compose, validate, claim a fresh run folder (or the one given to --resume), `Hydra.run`.
+One run: compose, validate, claim a fresh run folder (or the one given to --resume: a run folder, or its
+checkpoints/last.pt or checkpoints/previous.pt), `Hydra.run`.
 A sweep (`-m`, or a `sweep` preset that sets `hydra.mode: MULTIRUN`): expand the jobs, validate every
 job's config before any starts, `Hydra.multirun` through the configured launcher, then print and write
 the sweep's comparison table. Failed jobs are reported, never hidden, and do not stop the others.
@@ -23,7 +24,7 @@ from namexp.config.validate import to_run_config
 from namexp.errors import UserError
 from namexp.run import claim
 from namexp.run.layout import RunFolder
-from namexp.run.load import saved_overrides
+from namexp.run.load import resume_target, saved_overrides
 from namexp.train.runtime import dist_from_env, init_process_group, resolve_device
 from namexp.train.signals import Interrupted
 from namexp.train.task import train_task
@@ -33,9 +34,9 @@ log = logging.getLogger("namexp")
 
 def run_train(overrides: list[str], multirun: bool = False, resume: Path | None = None) -> int:
     """Returns the process exit code (0 when every job completed)."""
-    overrides = list(overrides)
+    overrides, resume_from = list(overrides), "last"
     if resume is not None:
-        resume = resume.expanduser().absolute()
+        resume, resume_from = resume_target(resume.expanduser().absolute())
         saved, is_sweep = saved_overrides(resume)
         overrides = saved + overrides
         multirun = multirun or is_sweep
@@ -51,10 +52,10 @@ def run_train(overrides: list[str], multirun: bool = False, resume: Path | None 
                 )
         if multirun:
             return _sweep(app, overrides, resume)
-        return _single(app, overrides, resume)
+        return _single(app, overrides, resume, resume_from)
 
 
-def _single(app, overrides: list[str], resume: Path | None) -> int:
+def _single(app, overrides: list[str], resume: Path | None, resume_from: str = "last") -> int:
     d = dist_from_env()
     init_process_group(d)
     cfg = launch.compose(app, overrides)
@@ -79,7 +80,7 @@ def _single(app, overrides: list[str], resume: Path | None) -> int:
             ]
     overrides = [o for o in overrides if not o.startswith("hydra.run.dir=")]
     try:  # Hydra.run re-raises the job's exception
-        task = functools.partial(train_task, resume=resume is not None)
+        task = functools.partial(train_task, resume=resume is not None, resume_from=resume_from)
         result = app.run(
             launch.CONFIG_NAME, task, overrides + [f"hydra.run.dir={launch.quote(str(run_dir))}"]
         ).return_value
@@ -100,13 +101,14 @@ def _single(app, overrides: list[str], resume: Path | None) -> int:
 
 
 def _discard_unstarted_run(run_dir: Path, new_folders: list[Path]) -> None:
-    """A mistake found before the first checkpoint (missing data, a bad split) leaves no run folder behind.
+    """A mistake found before anything was trained (missing data, a bad split) leaves no run folder behind.
 
-    Only what this run wrote is removed (and the folders it created, if left empty), so a folder the
-    user named keeps anything else it held.
+    A folder holding a checkpoint or a recorded epoch is kept, whatever failed (a full disk, say). Only what
+    this run wrote is removed (and the folders it created, if left empty), so a folder the user named keeps
+    anything else it held.
     """
     folder = RunFolder(run_dir)
-    if any(folder.checkpoints.glob("*.pt")):
+    if claim.holds_progress(run_dir):
         return
     for path in (folder.record, folder.metrics, folder.log, folder.claim):
         path.unlink(missing_ok=True)

@@ -19,8 +19,10 @@ import torch.distributed as dist
 from namexp.config.schema import RunConfig
 from namexp.errors import UserError
 from namexp.evaluation.metrics import split_metrics
-from namexp.run.checkpoint import resume_checkpoint
-from namexp.run.record import read_record
+from namexp.files import WriteFailed
+from namexp.run.checkpoint import resume_checkpoint, set_aside
+from namexp.run.claim import holds_progress
+from namexp.run.record import RunRecord, read_record
 from namexp.run.state import EpochSums
 from namexp.train import runtime
 from namexp.train.build import LRSchedule
@@ -50,17 +52,22 @@ class Diverged(UserError):
 
 def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
     d, t = ctx.dist, cfg.trainer
-    checkpoint = resume_checkpoint(ctx.folder) if ctx.resume else None  # read before anything is written
+    checkpoint = resume_checkpoint(ctx.folder, ctx.resume_from) if ctx.resume else None  # before any write
     if d.enabled:
         dist.barrier()  # every rank has read the folder before rank 0 writes its record
+    if ctx.resume and ctx.resume_from != "last" and d.is_main:
+        _set_aside_last(ctx)
     if checkpoint is not None and _already_completed(cfg, ctx, checkpoint["state"]):
         return summary(read_record(ctx.run_dir))
 
-    record = open_record(cfg, ctx, checkpoint["state"]["epochs_done"] if checkpoint else None) if d.is_main else None
+    record: RunRecord | None = None
     s: Setup | None = None
     tb = None
     status, error = "failed", None
     try:
+        if d.is_main:  # held before it is first written, so a failed write still ends with the record's last word
+            record = open_record(cfg, ctx, checkpoint["state"]["epochs_done"] if checkpoint else None)
+            record.write()
         s = set_up(cfg, ctx, checkpoint)
         if record is not None:
             describe_run(record, cfg, ctx, s)
@@ -87,26 +94,57 @@ def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
                     save_checkpoint(cfg, ctx, s, best)
                     log_epoch(tb, entry, (epoch + 1) * steps, s.model)
                     progress.epoch_done(epoch_line(entry, t.epochs))
-        status = "completed"
         if tb is not None:
             finish_logs(tb, record, s.model, t.epochs * steps)
+        status = "completed"
     except Interrupted as exc:
         status, error = "interrupted", str(exc)
         raise
     except Diverged as exc:
         status, error = "diverged", str(exc)
         raise
+    except WriteFailed as exc:  # a full disk: what was written stays, and the user is told how to go on
+        failure = exc.next_step(_way_on(ctx))
+        error = str(failure)
+        raise failure from None
     except BaseException as exc:
         error = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
         raise
     finally:
+        _close(record, s, tb, status, error)
+    return summary(record.data if record else {"status": status})
+
+
+def _set_aside_last(ctx: RunContext) -> None:
+    """Resuming from previous.pt: the newer last.pt (damaged, or not wanted) moves aside, never deleted, so the
+    next save does not rotate it into previous.pt."""
+    moved = set_aside(ctx.folder.checkpoint("last"))
+    if moved is not None:
+        log.warning("resuming from %s: moved last.pt aside to %s", ctx.folder.checkpoint(ctx.resume_from), moved)
+
+
+def _way_on(ctx: RunContext) -> str:
+    """After a failed write: resume what was trained, or train again when nothing was (the folder goes)."""
+    if ctx.resume or holds_progress(ctx.run_dir):
+        return f"resume with: namexp train --resume {ctx.run_dir}"
+    return "train again (nothing was trained yet)"
+
+
+def _close(record: RunRecord | None, s: Setup | None, tb, status: str, error: str | None) -> None:
+    """The record's last word (status, state) and the event file closed. When the run failed already, a record
+    that cannot be written (the disk still full) is said in the log, and the run's own error is what is raised."""
+    try:
         if record is not None:
             if s is not None:
                 record.set_state(s.state)
             record.finish(status, error)
+    except WriteFailed as exc:
+        if status == "completed":
+            raise exc.next_step(f"resume with: namexp train --resume {record.folder.path}") from None
+        log.error("the record could not be marked %s: %s", status, exc)
+    finally:
         if tb is not None:
             tb.close()
-    return summary(record.data if record else {"status": status})
 
 
 def _already_completed(cfg: RunConfig, ctx: RunContext, state: dict[str, Any]) -> bool:

@@ -15,7 +15,7 @@ from namexp.models import attention_sites
 from namexp.models.attention import nam_modules
 from namexp.models.sites import placement_record
 from namexp.provenance import environment
-from namexp.run.checkpoint import FORMAT, save_rotating
+from namexp.run.checkpoint import PAYLOAD_FORMAT, save_rotating
 from namexp.run.record import RunRecord
 from namexp.train import runtime
 from namexp.train.build import config_dict
@@ -26,8 +26,8 @@ log = logging.getLogger("namexp")
 
 
 def open_record(cfg: RunConfig, ctx: RunContext, epochs_done: int | None) -> RunRecord:
-    """The run's record, written at once (a run that fails while loading data is recorded as failed);
-    a resumed run keeps its record's first `epochs_done` epochs."""
+    """The run's record (the caller writes it at once: a run that fails while loading data is recorded as
+    failed); a resumed run keeps its record's first `epochs_done` epochs."""
     fields = {
         "backbone": cfg.backbone.name, "attention": cfg.attention.name, "data": cfg.data.name,
         "seed": cfg.seed, "sparsity": cfg.sparsity, "sparsity_mode": cfg.sparsity_mode,
@@ -40,7 +40,6 @@ def open_record(cfg: RunConfig, ctx: RunContext, epochs_done: int | None) -> Run
         record = RunRecord(ctx.folder, fields)
     else:
         record = RunRecord.continued(ctx.folder, fields, epochs_done)
-    record.write()
     return record
 
 
@@ -83,7 +82,7 @@ def open_tensorboard(cfg: RunConfig, ctx: RunContext, s: Setup, resumed: bool) -
 def save_checkpoint(cfg: RunConfig, ctx: RunContext, s: Setup, best: bool = False) -> None:
     """Everything an exact resume needs: weights, optimizer, scaler and the run state (RNGs included)."""
     payload = {
-        "format": FORMAT, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+        "format": PAYLOAD_FORMAT, "model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
         "scaler": s.scaler.state_dict() if s.scaler is not None else None,
         "state": s.state.to_checkpoint(), "config": config_dict(cfg), "choices": dict(ctx.choices),
     }  # fmt: skip

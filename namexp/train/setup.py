@@ -29,6 +29,7 @@ class RunContext:
     choices: dict[str, str] = field(default_factory=dict)
     overrides: list[str] = field(default_factory=list)
     resume: bool = False  # continue from the folder's checkpoint: --resume, or a sweep job run again
+    resume_from: str = "last"  # "previous": --resume RUN/checkpoints/previous.pt (last.pt is then set aside)
     job_num: int | None = None
     dist: runtime.Dist = runtime.Dist()
 
@@ -84,7 +85,7 @@ def set_up(cfg: RunConfig, ctx: RunContext, checkpoint: dict[str, Any] | None) -
 def _restore(cfg, ctx: RunContext, checkpoint: dict[str, Any], model, optimizer, scaler, device) -> RunState:
     """Model, optimizer, scaler and RNGs as the checkpoint left them; returns its run state."""
     load_model_state(
-        model, checkpoint["model"], ctx.folder.checkpoint("last"), f"{cfg.backbone.name}+{cfg.attention.name}"
+        model, checkpoint["model"], ctx.folder.checkpoint(ctx.resume_from), f"{cfg.backbone.name}+{cfg.attention.name}"
     )
     optimizer.load_state_dict(checkpoint["optimizer"])
     if scaler is not None and checkpoint.get("scaler"):

@@ -20,8 +20,9 @@ from namexp.train.runtime import dist_from_env
 log = logging.getLogger("namexp")
 
 
-def train_task(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
-    """One run; `resume` (from --resume, bound with functools.partial) continues the folder's checkpoint."""
+def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last") -> dict[str, Any]:
+    """One run; `resume` (from --resume, bound with functools.partial) continues the folder's checkpoint,
+    `resume_from` names which one (`previous` for --resume RUN/checkpoints/previous.pt)."""
     from namexp.train.loop import train
     from namexp.train.setup import RunContext  # torch is imported in the job, not at CLI start-up
 
@@ -41,6 +42,7 @@ def train_task(cfg: DictConfig, resume: bool = False) -> dict[str, Any]:
         # A sweep job finds a checkpoint in its folder only when it is re-run: a requeue after preemption,
         # or `--resume SWEEP`. Either way it continues (or skips, if it completed).
         resume=resume or multirun,
+        resume_from=resume_from,
         job_num=hydra_cfg.job.num if multirun else None,
         dist=dist_from_env(),
     )
