@@ -1,4 +1,4 @@
-"""Checkpoints carry a hash of their contents: a changed byte is refused by eval, analyze and --resume in one line
+"""Checkpoints carry a hash of their contents: a changed byte is refused by eval, analyze, export and --resume in one line
 that names the intact previous.pt; resuming from previous.pt finishes the run and sets the damaged last.pt aside;
 checkpoints written before the hash (formats 1 and 2) still load."""
 
@@ -58,8 +58,10 @@ def test_a_flipped_byte_is_refused_by_eval_analyze_and_resume(run, capsys):
         ["eval", str(run)],
         ["analyze", str(run), *ANALYZE_QUICK],
         ["train", "--resume", str(run), "trainer.epochs=3"],
+        ["export", str(run), "--format", "exported"],
     ):
         assert one_error_line(run_inproc(command, capsys)) == expected, command
+    assert not (run / "exports").exists()
     assert {p.name: p.read_bytes() for p in (run / "checkpoints").iterdir()} == before  # nothing moved or lost
     assert (run / "record.json").read_bytes() == record_before
 

@@ -127,8 +127,8 @@ def run_export(request: ExportRequest, overrides: list[str]) -> int:
     fmt = get_format(request.format)
     checkpoint = resolve_checkpoint(request.target, request.which)
     output = (request.output or default_output(checkpoint, fmt)).expanduser()
+    run = load_run(request.target, overrides, request.which)  # a damaged checkpoint stops it before any write
     claim_output(output, request.force)
-    run = load_run(request.target, overrides, request.which)
     model = run.model.to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
     images = dataset_images(run.cfg, request.check_images)
     try:
