@@ -11,9 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import run_inproc
-from namexp.config import launch
-from namexp.config.validate import to_run_config
+from helpers import compose_run, run_inproc
 from namexp.models import build_model
 from namexp.models.attention import create_attention, nam
 from namexp.models.attention.nam_fused import NAMGateFunction
@@ -201,16 +199,11 @@ def test_compiled_impl_with_inductor_equals_reference():
 
 
 # ------------------------------------------------------------------------------------------- config path
-def _compose(overrides):
-    with launch.hydra_app("test") as app:
-        return to_run_config(launch.job_config(launch.compose(app, overrides)))
-
-
 @pytest.mark.parametrize("attention", ["nam", "nam_full", "nam_spatial"])
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 def test_impl_is_reachable_from_the_config(attention, impl):
     overrides = ["backbone=resnet20", "data=synthetic", f"attention={attention}"]
-    run = _compose(overrides + ([] if impl == "fused" else [f"attention.options.impl={impl}"]))  # fused: the default
+    run = compose_run(overrides + ([] if impl == "fused" else [f"attention.options.impl={impl}"]))  # fused: the default
     assert run.attention.options["impl"] == impl
     model = make_model(run, run.data.num_classes, run.data.image_size)
     modules = [m for m in model.modules() if isinstance(m, nam.NAMModule)]

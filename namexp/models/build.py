@@ -26,13 +26,17 @@ def build_model(
     attention: str = "none",
     *,
     num_classes: int,
-    image_size: int,
+    image_size: int = 32,
     stem: str = "auto",
     attention_options: Mapping[str, object] | None = None,
     width_mult: float = 1.0,
 ) -> nn.Module:
-    """Build ``backbone`` with ``attention`` at its documented places.
+    """Build ``backbone`` with ``attention`` at its documented places (public API: ``namexp.build_model``).
 
+    ``backbone`` and ``attention`` are names (``list_backbones()``, ``list_attentions()``), the attention's
+    keyword options go in ``attention_options`` (as ``create_attention`` takes them); every bad value is a
+    ``ValueError`` naming the argument. ``image_size`` (default 32, CIFAR) sets the stem and the feature-map
+    sizes the blocks tell their attention.
     stem: "auto" (cifar if image_size <= 64 else imagenet), "cifar" (3x3 stride 1, no max-pool) or
     "imagenet" (7x7 stride 2 + 3x3/2 max-pool). ``width_mult`` applies to mobilenetv2 only.
     The attention name and options are resolved once into a constructor (``attention_layer``) that the

@@ -133,7 +133,13 @@ def layer_options(layer: AttentionLayer) -> dict:
 
 
 def create_attention(name: str, channels: int, *, spatial_size: tuple[int, int] | None = None, **options) -> nn.Module:
-    """Build attention ``name`` for ``channels`` channels; ``none`` gives an identity (an ``nn.Identity``)."""
+    """Build attention ``name`` for ``channels`` channels (public API: ``namexp.create_attention``).
+
+    One contract for every type: the channel count first, then keyword options (each type's are listed by
+    ``attention_option_names``; the defaults are those of ``conf/attention/<name>.yaml``). An unknown name or
+    option, a bad option value or a bad channel count is a ``ValueError`` that says what would be valid.
+    ``spatial_size=(H, W)`` is needed by the NAM variants with a spatial gate. ``none`` gives an identity.
+    """
     layer = attention_layer(name, options)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise ValueError(f"attention {name!r} needs a positive integer channel count, got {channels!r}")
