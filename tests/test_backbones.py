@@ -288,6 +288,9 @@ def test_nam_spatial_model_rejects_another_image_size():
             ["attention=cbam", "++attention.options.kernel_size=4"],
             ["kernel_size=4", "3 or 5", "attention.options.kernel_size"],
         ),
+        (["attention.sites=stage5"], ["attention.sites=stage5", "all, stage1, stage2, stage3, stage4, last_block"]),
+        (["backbone=resnet56", "attention.sites=stage4"], ["attention.sites=stage4", "stage3, last_block_of_stage"]),
+        (["attention=bam", "attention.sites=stage4"], ["sites=stage4 leaves no place for bam", "stage3"]),
     ],
 )
 def test_config_mistakes_name_the_config_key(overrides, words, capsys):

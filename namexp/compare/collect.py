@@ -25,6 +25,10 @@ RECORD_FIELDS = ("data", "backbone", "attention", "sparsity", "sparsity_mode", "
 
 MISSING = "<unset>"
 
+# Config keys added after a release, with the value every run recorded before them ran with, so that older
+# runs group with newer runs of the same recipe.
+LATER_KEYS: dict[str, object] = {"attention.sites": "all"}
+
 
 @dataclass
 class Run:
@@ -157,6 +161,8 @@ def load_record(path: Path | str) -> tuple[Run | None, str | None]:
     curve = [e.get("test_top1_err") if isinstance(e, dict) else None for e in epochs]
     config = record.get("config")
     flat = {key: freeze(value) for key, value in flatten(config).items()} if isinstance(config, dict) else {}
+    if flat:
+        flat = {**LATER_KEYS, **flat}
     folder = Path(os.path.dirname(os.path.abspath(path)))
     run = Run(folder=folder, record=record, flat=flat, curve=curve, epochs_done=len(epochs))
     return run, None

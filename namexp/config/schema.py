@@ -55,6 +55,11 @@ class AttentionConfig:
     # Keyword options of the module (e.g. NAM's abs_weights/detach_weights); names and values are checked
     # against the module's option_checks in config/validate.py before a run starts.
     options: dict[str, Any] = field(default_factory=dict)
+    # Which of the documented places get a module: all | stage1..stage4 (ResNet-20/56: stage1..stage3; the
+    # blocks of that stage, and a between-stage module after it) | last_block_of_stage (each stage's last
+    # block, and the between-stage modules). MobileNetV2's four stages: the 16+24-, 32-, 64+96- and
+    # 160+320-channel blocks. `namexp info` lists the choices and where the modules then sit.
+    sites: str = "all"
 
 
 @dataclass

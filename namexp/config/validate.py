@@ -116,7 +116,12 @@ def _validate_data(d: DataConfig) -> None:
 def _validate_model(run: RunConfig) -> None:
     """What `build_model` would refuse, said with the config keys: backbone fit and attention options."""
     from namexp.models.attention import attention_option_names, check_attention_option
-    from namexp.models.backbones import CIFAR_ONLY_BACKBONES, resolve_stem, width_mult_backbones
+    from namexp.models.backbones import (
+        CIFAR_ONLY_BACKBONES,
+        backbone_site_choices,
+        resolve_stem,
+        width_mult_backbones,
+    )
 
     b, a = run.backbone, run.attention
     if b.width_mult != 1.0 and b.name not in width_mult_backbones():
@@ -129,6 +134,7 @@ def _validate_model(run: RunConfig) -> None:
             f"{b.name} is a CIFAR network and has no ImageNet stem (backbone.stem={b.stem}, "
             f"data.image_size={run.data.image_size}): set backbone.stem=cifar or use resnet18/34/50"
         )
+    _choice("attention.sites", a.sites, backbone_site_choices(b.name))
     for option, value in a.options.items():
         try:
             check_attention_option(a.name, option, value)

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from .attention import attention_layer
-from .backbones import get_backbone, resolve_stem, width_mult_backbones
+from .attention import attention_layer, layer_class
+from .backbones import NUM_STAGES, check_sites, get_backbone, resolve_stem, site_choices, width_mult_backbones
+from .sites import attention_sites
 
 
 def _positive_int(value: object, what: str) -> int:
@@ -30,13 +31,15 @@ def build_model(
     stem: str = "auto",
     attention_options: Mapping[str, object] | None = None,
     width_mult: float = 1.0,
+    sites: str = "all",
 ) -> nn.Module:
     """Build ``backbone`` with ``attention`` at its documented places (public API: ``namexp.build_model``).
 
     ``backbone`` and ``attention`` are names (``list_backbones()``, ``list_attentions()``), the attention's
     keyword options go in ``attention_options`` (as ``create_attention`` takes them); every bad value is a
     ``ValueError`` naming the argument. ``image_size`` (default 32, CIFAR) sets the stem and the feature-map
-    sizes the blocks tell their attention.
+    sizes the blocks tell their attention. ``sites`` keeps a subset of the documented places: ``all``,
+    ``stage1``..``stageN`` or ``last_block_of_stage`` (``namexp.models.backbones.backbone_site_choices``).
     stem: "auto" (cifar if image_size <= 64 else imagenet), "cifar" (3x3 stride 1, no max-pool) or
     "imagenet" (7x7 stride 2 + 3x3/2 max-pool). ``width_mult`` applies to mobilenetv2 only.
     The attention name and options are resolved once into a constructor (``attention_layer``) that the
@@ -46,8 +49,13 @@ def build_model(
     attn_layer = attention_layer(attention, attention_options)
     num_classes = _positive_int(num_classes, "num_classes")
     image_size = _positive_int(image_size, "image_size")
+    sites = check_sites(sites, NUM_STAGES[backbone], backbone)
     kwargs = dict(
-        num_classes=num_classes, image_size=image_size, stem=resolve_stem(stem, image_size), attn_layer=attn_layer
+        num_classes=num_classes,
+        image_size=image_size,
+        stem=resolve_stem(stem, image_size),
+        attn_layer=attn_layer,
+        sites=sites,
     )
     if backbone in width_mult_backbones():
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or width_mult <= 0:
@@ -60,4 +68,17 @@ def build_model(
         )
     model = factory(**kwargs)
     model.build_config = {"backbone": backbone, **model.build_config}
+    if attention != "none" and all(site.module == "none" for site in attention_sites(model)):
+        raise ValueError(
+            f"sites={sites} leaves no place for {attention} in {backbone}: {attention} goes "
+            f"{PLACEMENTS[layer_class(attn_layer).placement]}; choose one of "
+            f"{', '.join(site_choices(NUM_STAGES[backbone]))}"
+        )
     return model
+
+
+PLACEMENTS = {
+    "block": "at the end of every block",
+    "stage": "between stages (after every stage but the last)",
+    "middle": "after the last block of the middle stages",
+}

@@ -30,6 +30,7 @@ def make_model(cfg: RunConfig, num_classes: int, image_size: int) -> torch.nn.Mo
             stem=cfg.backbone.stem,
             attention_options=dict(cfg.attention.options),
             width_mult=cfg.backbone.width_mult,
+            sites=cfg.attention.sites,
         )
     except ValueError as exc:
         raise UserError(f"cannot build {cfg.backbone.name} + {cfg.attention.name}: {exc}") from None

@@ -35,6 +35,31 @@ def placed_attention(
     return attn_layer(channels, spatial_size=spatial_size)
 
 
+# Which of its documented places a model fills (`attention.sites`): every one, only those of stage k, or only
+# those after the last block of each stage. A slot between stages belongs to the stage (and block) it follows.
+SITES_ALL = "all"
+SITES_LAST_BLOCK = "last_block_of_stage"
+
+
+def site_choices(num_stages: int) -> tuple[str, ...]:
+    """The ``sites`` values a backbone with ``num_stages`` stages takes."""
+    return (SITES_ALL, *(f"stage{k}" for k in range(1, num_stages + 1)), SITES_LAST_BLOCK)
+
+
+def check_sites(sites: object, num_stages: int, backbone: str) -> str:
+    choices = site_choices(num_stages)
+    if sites not in choices:
+        raise ValueError(f"unknown sites {sites!r} for {backbone}: choose one of {', '.join(choices)}")
+    return sites  # type: ignore[return-value]
+
+
+def sited(attn_layer: AttentionLayer, sites: str, stage: int, last_block: bool) -> AttentionLayer:
+    """``attn_layer`` for a slot in (or after) a block of stage ``stage`` when ``sites`` selects it, else none."""
+    if sites == SITES_ALL or (sites == SITES_LAST_BLOCK and last_block) or sites == f"stage{stage}":
+        return attn_layer
+    return NoAttention
+
+
 def block_attention(attn_layer: AttentionLayer, channels: int, spatial_size: tuple[int, int] | None) -> nn.Module:
     """The module for a block-level slot: the attention if it is a block module, else an identity."""
     module = placed_attention("block", attn_layer, channels, spatial_size)
