@@ -74,11 +74,13 @@ def validate(run: RunConfig) -> None:
     # Imported here: the model registries pull in torch, which `namexp --help` should not pay for.
     from namexp.models.attention import attention_names
     from namexp.models.backbones import STEMS, backbone_names
+    from namexp.models.init import INITS
 
     choices = {
         "data.name": DATASETS,
         "backbone.name": backbone_names(),
         "backbone.stem": STEMS,
+        "backbone.init": INITS,
         "attention.name": attention_names(),
         "optim.name": OPTIMIZERS,
         "sched.name": SCHEDULES,

@@ -13,6 +13,7 @@ from torch import nn
 
 from .attention import attention_layer, layer_class
 from .backbones import NUM_STAGES, check_sites, get_backbone, resolve_stem, site_choices, width_mult_backbones
+from .init import apply_init, check_init
 from .sites import attention_sites
 
 
@@ -32,6 +33,7 @@ def build_model(
     attention_options: Mapping[str, object] | None = None,
     width_mult: float = 1.0,
     sites: str = "all",
+    init: str = "torchvision",
 ) -> nn.Module:
     """Build ``backbone`` with ``attention`` at its documented places (public API: ``namexp.build_model``).
 
@@ -40,6 +42,7 @@ def build_model(
     ``ValueError`` naming the argument. ``image_size`` (default 32, CIFAR) sets the stem and the feature-map
     sizes the blocks tell their attention. ``sites`` keeps a subset of the documented places: ``all``,
     ``stage1``..``stageN`` or ``last_block_of_stage`` (``namexp.models.backbones.backbone_site_choices``).
+    ``init``: ``torchvision``, ``official_nam`` or ``official_cbam`` (``namexp.models.init``).
     stem: "auto" (cifar if image_size <= 64 else imagenet), "cifar" (3x3 stride 1, no max-pool) or
     "imagenet" (7x7 stride 2 + 3x3/2 max-pool). ``width_mult`` applies to mobilenetv2 only.
     The attention name and options are resolved once into a constructor (``attention_layer``) that the
@@ -50,6 +53,7 @@ def build_model(
     num_classes = _positive_int(num_classes, "num_classes")
     image_size = _positive_int(image_size, "image_size")
     sites = check_sites(sites, NUM_STAGES[backbone], backbone)
+    init = check_init(init)
     kwargs = dict(
         num_classes=num_classes,
         image_size=image_size,
@@ -67,7 +71,8 @@ def build_model(
             f"leave it at 1.0"
         )
     model = factory(**kwargs)
-    model.build_config = {"backbone": backbone, **model.build_config}
+    apply_init(model, init)
+    model.build_config = {"backbone": backbone, **model.build_config, "init": init}
     if attention != "none" and all(site.module == "none" for site in attention_sites(model)):
         raise ValueError(
             f"sites={sites} leaves no place for {attention} in {backbone}: {attention} goes "

@@ -31,6 +31,7 @@ def make_model(cfg: RunConfig, num_classes: int, image_size: int) -> torch.nn.Mo
             attention_options=dict(cfg.attention.options),
             width_mult=cfg.backbone.width_mult,
             sites=cfg.attention.sites,
+            init=cfg.backbone.init,
         )
     except ValueError as exc:
         raise UserError(f"cannot build {cfg.backbone.name} + {cfg.attention.name}: {exc}") from None
