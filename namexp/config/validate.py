@@ -120,6 +120,7 @@ def _validate_model(run: RunConfig) -> None:
     from namexp.models.attention import attention_option_names, check_attention_option
     from namexp.models.backbones import (
         CIFAR_ONLY_BACKBONES,
+        NUM_STAGES,
         backbone_site_choices,
         resolve_stem,
         width_mult_backbones,
@@ -139,8 +140,13 @@ def _validate_model(run: RunConfig) -> None:
     _choice("attention.sites", a.sites, backbone_site_choices(b.name))
     for option, value in a.options.items():
         try:
-            check_attention_option(a.name, option, value)
+            checked = check_attention_option(a.name, option, value)
         except ValueError as exc:
             if option not in attention_option_names(a.name):
                 raise UserError(f"{exc}: remove attention.options.{option}") from None
             raise UserError(f"{exc}: set attention.options.{option}") from None
+        if isinstance(checked, tuple) and len(checked) != NUM_STAGES[b.name]:
+            raise UserError(
+                f"attention.options.{option}={value} gives {len(checked)} values, one per stage, but {b.name} "
+                f"has {NUM_STAGES[b.name]} stages: give {NUM_STAGES[b.name]}"
+            )

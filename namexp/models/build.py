@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from .attention import attention_layer, layer_class
+from .attention import attention_layer, layer_class, per_stage_options
 from .backbones import NUM_STAGES, check_sites, get_backbone, resolve_stem, site_choices, width_mult_backbones
 from .init import apply_init, check_init
 from .sites import attention_sites
@@ -53,6 +53,12 @@ def build_model(
     num_classes = _positive_int(num_classes, "num_classes")
     image_size = _positive_int(image_size, "image_size")
     sites = check_sites(sites, NUM_STAGES[backbone], backbone)
+    for option, values in per_stage_options(attn_layer).items():
+        if len(values) != NUM_STAGES[backbone]:
+            raise ValueError(
+                f"{option}={list(values)} has {len(values)} values, one per stage, but {backbone} has "
+                f"{NUM_STAGES[backbone]} stages"
+            )
     init = check_init(init)
     kwargs = dict(
         num_classes=num_classes,

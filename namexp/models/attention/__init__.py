@@ -71,11 +71,13 @@ __all__ = [
     "check_attention_options",
     "create_attention",
     "eca_kernel_size",
+    "for_stage",
     "get_attention_class",
     "is_attention_module",
     "layer_class",
     "layer_options",
     "nam_modules",
+    "per_stage_options",
 ]
 
 
@@ -130,6 +132,20 @@ def layer_class(layer: AttentionLayer) -> type[nn.Module]:
 def layer_options(layer: AttentionLayer) -> dict:
     """The options an ``attn_layer`` passes to its class."""
     return dict(layer.keywords) if isinstance(layer, functools.partial) else {}
+
+
+def per_stage_options(layer: AttentionLayer) -> dict[str, tuple]:
+    """The options of ``layer`` given as one value per stage (a tuple, for a class's ``per_stage_options``)."""
+    names = getattr(layer_class(layer), "per_stage_options", ())
+    return {k: v for k, v in layer_options(layer).items() if k in names and isinstance(v, tuple)}
+
+
+def for_stage(layer: AttentionLayer, stage: int) -> AttentionLayer:
+    """``layer`` with each per-stage option set to its value for stage ``stage`` (1-based)."""
+    chosen = {k: v[stage - 1] for k, v in per_stage_options(layer).items()}
+    if not chosen:
+        return layer
+    return functools.partial(layer_class(layer), **{**layer_options(layer), **chosen})
 
 
 def create_attention(name: str, channels: int, *, spatial_size: tuple[int, int] | None = None, **options) -> nn.Module:

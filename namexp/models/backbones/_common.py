@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 from torch import nn
 
-from namexp.models.attention import AttentionLayer, NoAttention, is_attention_module, layer_class, layer_options
+from namexp.models.attention import (
+    AttentionLayer,
+    NoAttention,
+    for_stage,
+    is_attention_module,
+    layer_class,
+    layer_options,
+)
 from namexp.models.sites import SiteSpec
 
 STEMS = ("auto", "cifar", "imagenet")
@@ -54,9 +61,12 @@ def check_sites(sites: object, num_stages: int, backbone: str) -> str:
 
 
 def sited(attn_layer: AttentionLayer, sites: str, stage: int, last_block: bool) -> AttentionLayer:
-    """``attn_layer`` for a slot in (or after) a block of stage ``stage`` when ``sites`` selects it, else none."""
+    """``attn_layer`` for a slot in (or after) a block of stage ``stage`` when ``sites`` selects it, else none.
+
+    Per-stage options (ECA's kernel_size list) are set to their value for this stage.
+    """
     if sites == SITES_ALL or (sites == SITES_LAST_BLOCK and last_block) or sites == f"stage{stage}":
-        return attn_layer
+        return for_stage(attn_layer, stage)
     return NoAttention
 
 
