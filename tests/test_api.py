@@ -123,3 +123,27 @@ BAD_CALLS = [
 def test_mistakes_are_value_errors_that_say_what_is_valid(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_readme_switch_table_names_real_options_with_their_defaults():
+    """Each `attention.options.X (name)` row of the README's switch table is an option of that module whose
+    constructor default is the table's namexp default."""
+    import inspect
+
+    from namexp.models.attention import attention_option_names, get_attention_class
+
+    text = README.read_text(encoding="utf-8").split("### Every paper/code difference is a switch", 1)[1]
+    rows = re.findall(
+        r"(?m)^\| `attention\.options\.(\w+)` \((\w+)[^)]*\) \|.*\| `([^`]+)` \((?:code|paper)\) \|$", text
+    )
+    assert {option for option, _, _ in rows} == {
+        "abs_weights",
+        "detach_weights",
+        "combine",
+        "bn_position",
+        "kernel_size",
+    }
+    for option, name, default in rows:
+        assert option in attention_option_names(name), (option, name)
+        actual = inspect.signature(get_attention_class(name).__init__).parameters[option].default
+        assert str(actual).lower().replace("none", "null") == default, (option, actual, default)

@@ -429,6 +429,32 @@ def test_bam_combines_the_branches(combine):
     assert create_attention("bam", 32).combine == "add"  # the paper's form by default
 
 
+def test_bam_bn_position_paper_normalises_each_branch_output():
+    torch.manual_seed(0)
+    code, paper = create_attention("bam", 64), create_attention("bam", 64, bn_position="output")
+    assert code.bn_position == "hidden" and "bn_position='output'" in repr(paper)
+    kinds = lambda seq: [type(m).__name__ for m in seq]
+    assert kinds(code.channel) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert kinds(paper.channel) == ["Linear", "ReLU", "Linear", "BatchNorm1d"] and paper.channel[3].num_features == 64
+    assert kinds(paper.spatial)[-2:] == ["Conv2d", "BatchNorm2d"] and paper.spatial[-1].num_features == 1
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in code.spatial) == 3 and not isinstance(
+        code.spatial[-1], nn.BatchNorm2d
+    )
+    hidden = 64 // 16  # BN parameters: code 2·h per hidden layer (4 of them), paper 2·C + 2
+    assert n_params(code) - n_params(paper) == 4 * 2 * hidden - (2 * 64 + 2)
+
+    with torch.no_grad():  # evaluation with non-trivial BN statistics: Mc = BN(W1 ReLU(W0 avg + b0) + b1)
+        for bn in (paper.channel[3], paper.spatial[-1]):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
+    paper.eval()
+    x = torch.randn(2, 64, 8, 8)
+    lin0, lin1, bn = paper.channel[0], paper.channel[2], paper.channel[3]
+    mlp = lin1(torch.relu(lin0(x.mean(dim=(2, 3)))))
+    mc = (mlp - bn.running_mean) / torch.sqrt(bn.running_var + EPS) * bn.weight + bn.bias
+    ms = paper.spatial(x)
+    torch.testing.assert_close(paper(x), x * (1 + torch.sigmoid(mc[:, :, None, None] + ms)))
+
+
 def test_nonlocal_starts_as_identity_and_learns():
     torch.manual_seed(0)
     module = create_attention("nonlocal", 16).train()
