@@ -24,8 +24,9 @@ Where the paper and the official code (github.com/Christian-lyc/NAM, ``MODELS/at
 * Gradient. The code computes w from ``bn.weight.data``, so no gradient flows through w; γ learns only
   through the BatchNorm's affine output. ``detach_weights=True`` (default) is the code's behaviour,
   ``False`` lets gradient through w as the paper's formula would.
-* Spatial submodule. The paper describes it; the repository had it in its first commit and deleted it
-  two days later, so the spatial part here follows the paper and that early commit.
+* Spatial submodule. The paper describes it; the repository uploaded it on 2021-09-17 (commit d135ad4;
+  the first commit holds only a README), commented it out and deleted it on 2021-09-21 (a9c3926, c76abf4),
+  four days later, so the spatial part here follows the paper and commit d135ad4.
 * Output. The paper's figure shows the sigmoid map as the output; the code returns sigmoid(...) ⊙ F,
   which is what is implemented.
 
