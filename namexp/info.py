@@ -21,6 +21,7 @@ def show_info(overrides: list[str], print_config: bool = False) -> int:
         cfg = launch.job_config(launch.compose(app, overrides))
         run = to_run_config(cfg)
         groups = {g: launch.group_options(app, g) for g in launch.USER_GROUPS}
+        groups["backbone"] += [f"timm/{name}" for name in launch.group_options(app, "backbone/timm")]
     model = make_model(run, run.data.num_classes, run.data.image_size)
     params, flops = count_params(model), count_flops(model, run.data.image_size)
 

@@ -147,3 +147,10 @@ def test_readme_switch_table_names_real_options_with_their_defaults():
         assert option in attention_option_names(name), (option, name)
         actual = inspect.signature(get_attention_class(name).__init__).parameters[option].default
         assert str(actual).lower().replace("none", "null") == default, (option, actual, default)
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    command = re.search(r"(?m)^python3 -m venv \.venv && .*pip install -e .*pytest.*$", README.read_text())
+    assert command and '".[test,timm]"' in command.group(0)
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert command.group(0) in ci.splitlines()

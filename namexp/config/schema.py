@@ -44,13 +44,16 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = MISSING  # resnet18 | resnet34 | resnet50 | resnet20 | resnet56 | mobilenetv2
+    # resnet18 | resnet34 | resnet50 | resnet20 | resnet56 | mobilenetv2 | timm/<name> (timm's ResNet family,
+    # with the namexp[timm] extra; conf/backbone/timm/ holds a few, backbone.name=timm/<name> takes any)
+    name: str = MISSING
     stem: str = "auto"  # auto (by image size) | cifar | imagenet
     width_mult: float = 1.0  # mobilenetv2 only
     # Weight init: torchvision (He-normal fan_out convs, PyTorch's default Linear) | official_nam (the NAM
     # repository's: He-uniform fan_in convs, every BN weight 1) | official_cbam (the CBAM/BAM authors': every
     # bias 0, He-normal head); see namexp/models/init.py and the backbone yaml files.
     init: str = "torchvision"
+    pretrained: bool = False  # timm/<name> only: timm's ImageNet weights (downloaded: needs the network)
 
 
 @dataclass

@@ -276,6 +276,7 @@ class NAMSpatial(NAMModule):
     """NAM spatial submodule alone (registry name ``nam_spatial``); needs ``spatial_size``. 2·H·W parameters."""
 
     attention_name = "nam_spatial"
+    needs_spatial_size = True  # its pixel gate is built for one feature-map size
     gate_names = ("spatial",)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -286,6 +287,7 @@ class NAMFull(NAMModule):
     """Channel submodule then spatial submodule (registry name ``nam_full``), as in the paper."""
 
     attention_name = "nam_full"
+    needs_spatial_size = True  # its pixel gate is built for one feature-map size
     gate_names = ("channel", "spatial")
 
     def forward(self, x: Tensor) -> Tensor:

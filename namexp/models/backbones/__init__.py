@@ -16,6 +16,7 @@ from ._common import SITES_ALL, STEMS, check_sites, resolve_stem, site_choices
 from .cifar_resnet import CifarResNet, resnet20, resnet56
 from .mobilenetv2 import MobileNetV2
 from .resnet import ResNet, resnet18, resnet34, resnet50
+from .timm_models import TIMM_PREFIX, build_timm, check_timm_attention, check_timm_backbone, is_timm, timm_version
 
 BACKBONE_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,
@@ -45,11 +46,17 @@ __all__ = [
     "NUM_STAGES",
     "SITES_ALL",
     "STEMS",
+    "TIMM_PREFIX",
     "backbone_names",
     "backbone_site_choices",
     "check_sites",
+    "build_timm",
+    "check_timm_attention",
+    "check_timm_backbone",
     "get_backbone",
+    "is_timm",
     "resolve_stem",
+    "timm_version",
     "width_mult_backbones",
 ]
 
@@ -71,6 +78,8 @@ def width_mult_backbones() -> list[str]:
 
 
 def backbone_site_choices(name: str) -> tuple[str, ...]:
-    """The ``sites`` values backbone ``name`` takes (ValueError for an unknown backbone)."""
+    """The ``sites`` values backbone ``name`` takes (ValueError for an unknown backbone; timm models: all)."""
+    if is_timm(name):
+        return (SITES_ALL,)
     get_backbone(name)
     return site_choices(NUM_STAGES[name])
