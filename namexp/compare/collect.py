@@ -17,17 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from namexp.errors import UserError
-from namexp.nested import flatten
+from namexp.nested import flatten, with_later_keys
 from namexp.run.layout import NAM_WEIGHTS_FILE, RECORD_FILE, RUN_SUBDIRS, RunFolder
 
 # Record fields that can be used as filter keys next to the flattened config keys.
 RECORD_FIELDS = ("data", "backbone", "attention", "sparsity", "sparsity_mode", "seed", "status", "selection_split")
 
 MISSING = "<unset>"
-
-# Config keys added after a release, with the value every run recorded before them ran with, so that older
-# runs group with newer runs of the same recipe.
-LATER_KEYS: dict[str, object] = {"attention.sites": "all", "backbone.init": "torchvision"}
 
 
 @dataclass
@@ -162,7 +158,7 @@ def load_record(path: Path | str) -> tuple[Run | None, str | None]:
     config = record.get("config")
     flat = {key: freeze(value) for key, value in flatten(config).items()} if isinstance(config, dict) else {}
     if flat:
-        flat = {**LATER_KEYS, **flat}
+        flat = {key: freeze(value) for key, value in with_later_keys(flat).items()}
     folder = Path(os.path.dirname(os.path.abspath(path)))
     run = Run(folder=folder, record=record, flat=flat, curve=curve, epochs_done=len(epochs))
     return run, None
