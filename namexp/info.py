@@ -13,6 +13,7 @@ from namexp.costs import FLOPS_NOTE, count_flops, count_params
 
 def show_info(overrides: list[str], print_config: bool = False) -> int:
     from namexp.models import attention_sites
+    from namexp.models.backbones import backbone_site_choices
     from namexp.train.build import make_model
 
     console = Console()
@@ -20,6 +21,7 @@ def show_info(overrides: list[str], print_config: bool = False) -> int:
         cfg = launch.job_config(launch.compose(app, overrides))
         run = to_run_config(cfg)
         groups = {g: launch.group_options(app, g) for g in launch.USER_GROUPS}
+        groups["backbone"] += [f"timm/{name}" for name in launch.group_options(app, "backbone/timm")]
     model = make_model(run, run.data.num_classes, run.data.image_size)
     params, flops = count_params(model), count_flops(model, run.data.image_size)
 
@@ -32,7 +34,7 @@ def show_info(overrides: list[str], print_config: bool = False) -> int:
     console.print(f"[dim]{FLOPS_NOTE}[/dim]")
 
     sites = attention_sites(model)
-    placement = Table(title=f"attention placement ({len(sites)} sites)")
+    placement = Table(title=f"attention placement ({len(sites)} sites, attention.sites={run.attention.sites})")
     for column in ("site", "module", "channels", "feature map", "where"):
         placement.add_column(column)
     for s in sites:
@@ -45,6 +47,7 @@ def show_info(overrides: list[str], print_config: bool = False) -> int:
     choices.add_column("valid options")
     for group, options in groups.items():
         choices.add_row(group, ", ".join(options))
+    choices.add_row(f"attention.sites ({run.backbone.name})", ", ".join(backbone_site_choices(run.backbone.name)))
     console.print(choices)
     if print_config:
         console.print(OmegaConf.to_yaml(cfg), markup=False, highlight=False)

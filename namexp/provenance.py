@@ -34,11 +34,14 @@ def environment(device_description: str) -> dict[str, object]:
     the checkout had uncommitted changes (`git_dirty`) when it runs from one."""
     import torchvision
 
+    from namexp.models.backbones import timm_version
+
     commit, dirty = git_state()
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
+        "timm": timm_version(),  # the optional extra namexp[timm] (null when not installed)
         "namexp": namexp.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device": device_description,

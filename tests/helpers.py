@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 from namexp.cli import main
+from namexp.config import launch
+from namexp.config.schema import RunConfig
+from namexp.config.validate import to_run_config
 
 # A small, fast recipe for tests on the tiny CIFAR-100 fixture.
 TINY = [
@@ -36,6 +39,12 @@ TINY_SYNTHETIC = [
     "trainer.batch_size=16",
     "trainer.device=cpu",
 ]
+
+
+def compose_run(overrides: list[str]) -> RunConfig:
+    """The validated run config that `namexp train OVERRIDES` would run, composed through Hydra."""
+    with launch.hydra_app("test") as app:
+        return to_run_config(launch.job_config(launch.compose(app, overrides)))
 
 
 @dataclass

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from namexp.models import attention_sites, build_model
 from namexp.models.attention import (
     ATTENTION_REGISTRY,
     NAMModule,
@@ -309,6 +313,52 @@ def test_eca_kernel_size(channels, k):
     assert create_attention("eca", channels, kernel_size=9).conv.kernel_size == (9,)
 
 
+@pytest.mark.parametrize(
+    "backbone, kernel_size, per_stage",
+    [
+        ("resnet18", [3, 5, 7, 7], (3, 5, 7, 7)),
+        ("resnet50", "eca_resnet50", (3, 5, 5, 7)),
+        ("resnet18", "eca_resnet18", (3, 5, 7, 7)),
+        ("resnet20", [3, 5, 7], (3, 5, 7)),
+    ],
+)
+def test_eca_per_stage_kernel_sizes_reach_each_stage(backbone, kernel_size, per_stage):
+    model = build_model(backbone, "eca", num_classes=10, attention_options={"kernel_size": kernel_size})
+    found = {(s.site.split(".")[0], model.get_submodule(s.site).conv.kernel_size[0]) for s in attention_sites(model)}
+    assert found == {(f"layer{i}", k) for i, k in enumerate(per_stage, start=1)}
+    blocks = {"resnet18": [2, 2, 2, 2], "resnet50": [3, 4, 6, 3], "resnet20": [3, 3, 3]}[backbone]
+    eca_params = sum(p.numel() for n, p in model.named_parameters() if ".attention." in n)
+    assert eca_params == sum(n * k for n, k in zip(blocks, per_stage))
+
+
+def test_eca_yaml_names_the_released_settings():
+    from namexp.models.attention.eca import RELEASED_KERNEL_SIZES
+
+    text = (Path(__file__).resolve().parents[1] / "conf" / "attention" / "eca.yaml").read_text()
+    documented = {
+        name: tuple(int(k) for k in ks.split(",")) for name, ks in re.findall(r"(eca_resnet\d+)\s+= \[(.*?)\]", text)
+    }
+    assert documented == {k: v for k, v in RELEASED_KERNEL_SIZES.items() if k != "eca_resnet152"}
+    assert RELEASED_KERNEL_SIZES["eca_resnet152"] == RELEASED_KERNEL_SIZES["eca_resnet101"]
+    for name, sizes in RELEASED_KERNEL_SIZES.items():  # the checkpoint names end in k<sizes>
+        assert f"{name}_k{''.join(map(str, sizes))}" in text or name == "eca_resnet152"
+
+
+def test_eca_kernel_size_mistakes():
+    with pytest.raises(ValueError, match="has 4 values, one per stage, but resnet20 has 3 stages"):
+        build_model("resnet20", "eca", num_classes=10, attention_options={"kernel_size": "eca_resnet50"})
+    with pytest.raises(ValueError, match="holds one value per stage: build the network with build_model"):
+        create_attention("eca", 64, kernel_size=[3, 5, 5, 7])
+    with pytest.raises(ValueError, match="one of eca_resnet18, eca_resnet34"):
+        create_attention("eca", 64, kernel_size="eca_resnet19")
+    for bad in (0, -3, 2, [3, 4, 5, 7], []):
+        with pytest.raises(ValueError) as info:
+            create_attention("eca", 64, kernel_size=bad)
+        suggested = [int(n) for n in re.findall(r"(?:e\.g\. |use |or )(\d+)", str(info.value))]
+        assert suggested or "empty" in str(info.value), str(info.value)
+        assert all(n % 2 == 1 for n in suggested), f"an even kernel suggested: {info.value}"
+
+
 def test_eca_matches_its_formula():
     torch.manual_seed(0)
     module = create_attention("eca", 16)
@@ -377,6 +427,32 @@ def test_bam_combines_the_branches(combine):
     torch.testing.assert_close(module(x), x * (1 + torch.sigmoid(logits)))
     assert module.spatial[3].dilation == (4, 4) and module.spatial[3].padding == (4, 4)
     assert create_attention("bam", 32).combine == "add"  # the paper's form by default
+
+
+def test_bam_bn_position_paper_normalises_each_branch_output():
+    torch.manual_seed(0)
+    code, paper = create_attention("bam", 64), create_attention("bam", 64, bn_position="output")
+    assert code.bn_position == "hidden" and "bn_position='output'" in repr(paper)
+    kinds = lambda seq: [type(m).__name__ for m in seq]
+    assert kinds(code.channel) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
+    assert kinds(paper.channel) == ["Linear", "ReLU", "Linear", "BatchNorm1d"] and paper.channel[3].num_features == 64
+    assert kinds(paper.spatial)[-2:] == ["Conv2d", "BatchNorm2d"] and paper.spatial[-1].num_features == 1
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in code.spatial) == 3 and not isinstance(
+        code.spatial[-1], nn.BatchNorm2d
+    )
+    hidden = 64 // 16  # BN parameters: code 2·h per hidden layer (4 of them), paper 2·C + 2
+    assert n_params(code) - n_params(paper) == 4 * 2 * hidden - (2 * 64 + 2)
+
+    with torch.no_grad():  # evaluation with non-trivial BN statistics: Mc = BN(W1 ReLU(W0 avg + b0) + b1)
+        for bn in (paper.channel[3], paper.spatial[-1]):
+            bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 2)
+    paper.eval()
+    x = torch.randn(2, 64, 8, 8)
+    lin0, lin1, bn = paper.channel[0], paper.channel[2], paper.channel[3]
+    mlp = lin1(torch.relu(lin0(x.mean(dim=(2, 3)))))
+    mc = (mlp - bn.running_mean) / torch.sqrt(bn.running_var + EPS) * bn.weight + bn.bias
+    ms = paper.spatial(x)
+    torch.testing.assert_close(paper(x), x * (1 + torch.sigmoid(mc[:, :, None, None] + ms)))
 
 
 def test_nonlocal_starts_as_identity_and_learns():

@@ -288,6 +288,14 @@ def test_nam_spatial_model_rejects_another_image_size():
             ["attention=cbam", "++attention.options.kernel_size=4"],
             ["kernel_size=4", "3 or 5", "attention.options.kernel_size"],
         ),
+        (["attention.sites=stage5"], ["attention.sites=stage5", "all, stage1, stage2, stage3, stage4, last_block"]),
+        (["backbone=resnet56", "attention.sites=stage4"], ["attention.sites=stage4", "stage3, last_block_of_stage"]),
+        (["attention=bam", "attention.sites=stage4"], ["sites=stage4 leaves no place for bam", "stage3"]),
+        (
+            ["backbone=resnet20", "attention=eca", "attention.options.kernel_size=[3,5,5,7]"],
+            ["attention.options.kernel_size", "one per stage", "resnet20 has 3 stages"],
+        ),
+        (["attention=eca", "attention.options.kernel_size=0"], ["kernel_size=0", "odd integer (e.g. 3)"]),
     ],
 )
 def test_config_mistakes_name_the_config_key(overrides, words, capsys):

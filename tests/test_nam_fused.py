@@ -7,13 +7,13 @@ steps agree with `impl=reference` -- tightly in float64, within float32 rounding
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from torch import nn
 
-from helpers import run_inproc
-from namexp.config import launch
-from namexp.config.validate import to_run_config
+from helpers import compose_run, run_inproc
 from namexp.models import build_model
 from namexp.models.attention import create_attention, nam
 from namexp.models.attention.nam_fused import NAMGateFunction
@@ -189,7 +189,8 @@ def test_fused_traces_under_torch_compile():
 
 def test_compiled_impl_equals_reference(monkeypatch):
     """impl=compiled: the reference math as one compiled function (aot_eager here; inductor in the slow test)."""
-    monkeypatch.setattr(nam, "_compiled_gate_math", torch.compile(nam._gate_math, backend="aot_eager"))
+    compiled = {kind: torch.compile(math, backend="aot_eager") for kind, math in nam.GATE_MATH.items()}
+    monkeypatch.setattr(nam, "_compiled_gate_math", compiled)
     ref, compiled = _pair("nam_full", "compiled", torch.float32)
     _compare_steps(ref, compiled, torch.float32, False)
 
@@ -200,17 +201,51 @@ def test_compiled_impl_with_inductor_equals_reference():
     _compare_steps(ref, compiled, torch.float32, True)
 
 
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.texts: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.texts.append(record.getMessage())
+
+
+@pytest.mark.parametrize("backend", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compiled_impl_compiles_a_whole_resnet18_pass_below_the_recompile_limit(backend, monkeypatch):
+    """Train steps (two batch sizes) and evaluation (without and with grad) of ResNet-18 + nam_full: every
+    gate of every channel count and map size shares a few graphs per gate kind, and nothing falls back."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # earlier tests compiled these functions too: their cache entries would count
+    counters.clear()
+    monkeypatch.setattr(nam, "_compiled_gate_math", {})
+    monkeypatch.setattr(nam, "COMPILE_BACKEND", backend)
+    torch.manual_seed(0)
+    model = build_model("resnet18", "nam_full", num_classes=10, image_size=32, attention_options={"impl": "compiled"})
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    messages = _Messages()
+    logging.getLogger("torch._dynamo").addHandler(messages)
+    try:
+        for batch in (4, 3):
+            nn.functional.cross_entropy(model.train()(x[:batch]), y[:batch]).backward()
+        with torch.no_grad():
+            model.eval()(x)
+        model(x)
+    finally:
+        logging.getLogger("torch._dynamo").removeHandler(messages)
+        torch._dynamo.reset()
+    frames = counters["frames"]
+    assert frames["total"] == frames["ok"] <= 2 * 3, dict(frames)  # per kind: train, eval, eval with grad
+    assert not [k for k in counters["unimplemented"] if "recompile" in k.lower()], dict(counters["unimplemented"])
+    assert not [m for m in messages.texts if "recompile_limit" in m or "cache_size_limit" in m], messages.texts
+
+
 # ------------------------------------------------------------------------------------------- config path
-def _compose(overrides):
-    with launch.hydra_app("test") as app:
-        return to_run_config(launch.job_config(launch.compose(app, overrides)))
-
-
 @pytest.mark.parametrize("attention", ["nam", "nam_full", "nam_spatial"])
 @pytest.mark.parametrize("impl", ["fused", "reference"])
 def test_impl_is_reachable_from_the_config(attention, impl):
     overrides = ["backbone=resnet20", "data=synthetic", f"attention={attention}"]
-    run = _compose(overrides + ([] if impl == "fused" else [f"attention.options.impl={impl}"]))  # fused: the default
+    run = compose_run(overrides + ([] if impl == "fused" else [f"attention.options.impl={impl}"]))  # fused: the default
     assert run.attention.options["impl"] == impl
     model = make_model(run, run.data.num_classes, run.data.image_size)
     modules = [m for m in model.modules() if isinstance(m, nam.NAMModule)]

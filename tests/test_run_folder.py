@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
 
-from helpers import read_checkpoint, read_record, run_inproc
+from helpers import compose_run, read_checkpoint, read_record, run_inproc
+from namexp.nested import LATER_KEYS
+from namexp.run.load import _warn_if_changed
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run-namexp-0.1"  # written by namexp 0.1 (commit 12ec2c9)
 
@@ -86,3 +89,19 @@ def test_a_checkpoint_outside_its_run_folder_takes_dotted_overrides_only(old_run
     assert result.code == 0, result.err
     result = run_inproc(["eval", str(bare), "attention=se"], capsys)
     assert result.code == 2 and "outside a run folder" in result.err
+
+
+def test_keys_added_since_a_run_are_no_change_of_its_config(caplog):
+    """A run saved before attention.sites / backbone.init / backbone.pretrained ran with their defaults."""
+    now = asdict(compose_run(["data=synthetic"]))
+    trained = json.loads(json.dumps(now))
+    for key in LATER_KEYS:
+        group, leaf = key.split(".")
+        del trained[group][leaf]
+    with caplog.at_level("WARNING", logger="namexp"):
+        _warn_if_changed(trained, now, [])
+    assert "differs" not in caplog.text
+    trained["attention"]["sites"] = "stage1"  # a real difference still warns
+    with caplog.at_level("WARNING", logger="namexp"):
+        _warn_if_changed(trained, now, [])
+    assert "attention.sites" in caplog.text

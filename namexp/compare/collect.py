@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from namexp.errors import UserError
-from namexp.nested import flatten
+from namexp.nested import flatten, with_later_keys
 from namexp.run.layout import NAM_WEIGHTS_FILE, RECORD_FILE, RUN_SUBDIRS, RunFolder
 
 # Record fields that can be used as filter keys next to the flattened config keys.
@@ -157,6 +157,8 @@ def load_record(path: Path | str) -> tuple[Run | None, str | None]:
     curve = [e.get("test_top1_err") if isinstance(e, dict) else None for e in epochs]
     config = record.get("config")
     flat = {key: freeze(value) for key, value in flatten(config).items()} if isinstance(config, dict) else {}
+    if flat:
+        flat = {key: freeze(value) for key, value in with_later_keys(flat).items()}
     folder = Path(os.path.dirname(os.path.abspath(path)))
     run = Run(folder=folder, record=record, flat=flat, curve=curve, epochs_done=len(epochs))
     return run, None

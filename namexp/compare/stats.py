@@ -7,7 +7,7 @@ among the runs, except the bookkeeping keys in `IGNORED_KEYS` (and those given w
 Keys that belong to the attention module (under `attention.`, or present only for attention models and
 fixed per attention type) never split an attention type's group by themselves, are left out when a
 group's `none` baseline is looked up, and are shown as a variant only when they differ within one
-attention type (e.g. `attention.options.abs_weights`). Other keys that split groups are shown as a variant
+attention type (e.g. `attention.options.abs_weights`, `attention.sites`). Other keys that split groups are shown as a variant
 where they differ among the runs of the same data and backbone (e.g. `optim.lr`).
 """
 

@@ -44,9 +44,16 @@ class DataConfig:
 
 @dataclass
 class BackboneConfig:
-    name: str = MISSING  # resnet18 | resnet34 | resnet50 | resnet20 | resnet56 | mobilenetv2
+    # resnet18 | resnet34 | resnet50 | resnet20 | resnet56 | mobilenetv2 | timm/<name> (timm's ResNet family,
+    # with the namexp[timm] extra; conf/backbone/timm/ holds a few, backbone.name=timm/<name> takes any)
+    name: str = MISSING
     stem: str = "auto"  # auto (by image size) | cifar | imagenet
     width_mult: float = 1.0  # mobilenetv2 only
+    # Weight init: torchvision (He-normal fan_out convs, PyTorch's default Linear) | official_nam (the NAM
+    # repository's: He-uniform fan_in convs, every BN weight 1) | official_cbam (the CBAM/BAM authors': every
+    # bias 0, He-normal head); see namexp/models/init.py and the backbone yaml files.
+    init: str = "torchvision"
+    pretrained: bool = False  # timm/<name> only: timm's ImageNet weights (downloaded: needs the network)
 
 
 @dataclass
@@ -55,6 +62,11 @@ class AttentionConfig:
     # Keyword options of the module (e.g. NAM's abs_weights/detach_weights); names and values are checked
     # against the module's option_checks in config/validate.py before a run starts.
     options: dict[str, Any] = field(default_factory=dict)
+    # Which of the documented places get a module: all | stage1..stage4 (ResNet-20/56: stage1..stage3; the
+    # blocks of that stage, and a between-stage module after it) | last_block_of_stage (each stage's last
+    # block, and the between-stage modules). MobileNetV2's four stages: the 16+24-, 32-, 64+96- and
+    # 160+320-channel blocks. `namexp info` lists the choices and where the modules then sit.
+    sites: str = "all"
 
 
 @dataclass

@@ -73,12 +73,14 @@ LOWER_BOUNDS = {
 def validate(run: RunConfig) -> None:
     # Imported here: the model registries pull in torch, which `namexp --help` should not pay for.
     from namexp.models.attention import attention_names
-    from namexp.models.backbones import STEMS, backbone_names
+    from namexp.models.backbones import STEMS, backbone_names, is_timm
+    from namexp.models.init import INITS
 
     choices = {
         "data.name": DATASETS,
-        "backbone.name": backbone_names(),
+        "backbone.name": [run.backbone.name] if is_timm(run.backbone.name) else backbone_names(),  # timm: below
         "backbone.stem": STEMS,
+        "backbone.init": INITS,
         "attention.name": attention_names(),
         "optim.name": OPTIMIZERS,
         "sched.name": SCHEDULES,
@@ -116,9 +118,23 @@ def _validate_data(d: DataConfig) -> None:
 def _validate_model(run: RunConfig) -> None:
     """What `build_model` would refuse, said with the config keys: backbone fit and attention options."""
     from namexp.models.attention import attention_option_names, check_attention_option
-    from namexp.models.backbones import CIFAR_ONLY_BACKBONES, resolve_stem, width_mult_backbones
+    from namexp.models.backbones import (
+        CIFAR_ONLY_BACKBONES,
+        NUM_STAGES,
+        backbone_site_choices,
+        is_timm,
+        resolve_stem,
+        width_mult_backbones,
+    )
 
     b, a = run.backbone, run.attention
+    if is_timm(b.name):
+        _validate_timm(run)
+    elif b.pretrained:
+        raise UserError(
+            f"backbone.pretrained=true needs a timm/<name> backbone ({b.name} has no pretrained weights): "
+            f"set backbone.pretrained=false"
+        )
     if b.width_mult != 1.0 and b.name not in width_mult_backbones():
         raise UserError(
             f"backbone.width_mult={b.width_mult} applies to {'/'.join(width_mult_backbones())} only, not {b.name}: "
@@ -129,10 +145,34 @@ def _validate_model(run: RunConfig) -> None:
             f"{b.name} is a CIFAR network and has no ImageNet stem (backbone.stem={b.stem}, "
             f"data.image_size={run.data.image_size}): set backbone.stem=cifar or use resnet18/34/50"
         )
+    _choice("attention.sites", a.sites, backbone_site_choices(b.name))
     for option, value in a.options.items():
         try:
-            check_attention_option(a.name, option, value)
+            checked = check_attention_option(a.name, option, value)
         except ValueError as exc:
             if option not in attention_option_names(a.name):
                 raise UserError(f"{exc}: remove attention.options.{option}") from None
             raise UserError(f"{exc}: set attention.options.{option}") from None
+        if isinstance(checked, tuple) and not is_timm(b.name) and len(checked) != NUM_STAGES[b.name]:
+            raise UserError(
+                f"attention.options.{option}={value} gives {len(checked)} values, one per stage, but {b.name} "
+                f"has {NUM_STAGES[b.name]} stages: give {NUM_STAGES[b.name]}"
+            )
+
+
+def _validate_timm(run: RunConfig) -> None:
+    """A timm backbone: timm installed, a ResNet-family model, attention its blocks can take."""
+    from namexp.models.attention import attention_layer
+    from namexp.models.backbones import check_timm_attention, check_timm_backbone
+
+    b, a = run.backbone, run.attention
+    try:
+        check_timm_backbone(b.name)
+    except ValueError as exc:
+        raise UserError(f"backbone.name={b.name}: {exc}") from None
+    try:
+        check_timm_attention(b.name, attention_layer(a.name, a.options), a.sites)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if b.stem == "cifar":
+        raise UserError(f"backbone.stem=cifar: {b.name} keeps timm's stem; set backbone.stem=auto")

@@ -14,6 +14,17 @@ from .backbones import BACKBONE_REGISTRY, backbone_names
 from .build import build_model
 from .sites import AttentionSite, attention_sites
 
+
+def list_attentions() -> list[str]:
+    """Every attention name ``create_attention`` and ``build_model`` accept, ``"none"`` included."""
+    return attention_names()
+
+
+def list_backbones() -> list[str]:
+    """Every backbone name ``build_model`` accepts."""
+    return backbone_names()
+
+
 __all__ = [
     "ATTENTION_REGISTRY",
     "BACKBONE_REGISTRY",
@@ -25,5 +36,7 @@ __all__ = [
     "build_model",
     "create_attention",
     "get_attention_class",
+    "list_attentions",
+    "list_backbones",
     "nam_modules",
 ]

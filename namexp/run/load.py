@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 
 from namexp.config.schema import RunConfig
 from namexp.errors import UserError
-from namexp.nested import flatten
+from namexp.nested import flatten, with_later_keys
 from namexp.run.layout import CHECKPOINTS_DIR, SWEEP_FILE, RunFolder
 
 log = logging.getLogger("namexp")
@@ -125,7 +125,7 @@ def _without_retired_keys(config: dict) -> dict:
 def _warn_if_changed(trained: dict, now: dict, overrides: list[str]) -> None:
     """Say so when the config tree changed since training (a recomposed key the user did not override differs)."""
     chosen = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
-    before, after = flatten(_without_retired_keys(trained)), flatten(now)
+    before, after = with_later_keys(flatten(_without_retired_keys(trained))), flatten(now)
     changed = [
         k for k in sorted(set(before) | set(after))
         if before.get(k) != after.get(k) and not any(k == c or k.startswith(c + ".") for c in chosen)

@@ -15,11 +15,13 @@ from namexp.models import build_model
 from namexp.train.runtime import Dist
 
 
-def make_model(cfg: RunConfig, num_classes: int, image_size: int) -> torch.nn.Module:
+def make_model(cfg: RunConfig, num_classes: int, image_size: int, fetch_weights: bool = False) -> torch.nn.Module:
     """The run's model.
 
     The config was validated; what build_model still refuses (e.g. a dataset's class count) is the user's
-    to fix, so its ValueError becomes a one-line UserError.
+    to fix, so its ValueError becomes a one-line UserError. Pretrained weights (``backbone.pretrained``) are
+    fetched only with ``fetch_weights`` (a fresh training run): elsewhere the weights come from a checkpoint
+    or do not matter (info, bench).
     """
     try:
         return build_model(
@@ -30,6 +32,9 @@ def make_model(cfg: RunConfig, num_classes: int, image_size: int) -> torch.nn.Mo
             stem=cfg.backbone.stem,
             attention_options=dict(cfg.attention.options),
             width_mult=cfg.backbone.width_mult,
+            sites=cfg.attention.sites,
+            init=cfg.backbone.init,
+            pretrained=cfg.backbone.pretrained and fetch_weights,
         )
     except ValueError as exc:
         raise UserError(f"cannot build {cfg.backbone.name} + {cfg.attention.name}: {exc}") from None

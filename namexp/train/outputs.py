@@ -29,8 +29,8 @@ def open_record(cfg: RunConfig, ctx: RunContext, epochs_done: int | None) -> Run
     """The run's record (the caller writes it at once: a run that fails while loading data is recorded as
     failed); a resumed run keeps its record's first `epochs_done` epochs."""
     fields = {
-        "backbone": cfg.backbone.name, "attention": cfg.attention.name, "data": cfg.data.name,
-        "seed": cfg.seed, "sparsity": cfg.sparsity, "sparsity_mode": cfg.sparsity_mode,
+        "backbone": cfg.backbone.name, "attention": cfg.attention.name, "sites": cfg.attention.sites,
+        "data": cfg.data.name, "seed": cfg.seed, "sparsity": cfg.sparsity, "sparsity_mode": cfg.sparsity_mode,
         "choices": ctx.choices, "overrides": ctx.overrides, "config": config_dict(cfg),
         "params": None, "flops": None, "macs": None, "throughput_img_s": None, "placement": None,
         "environment": None, "eval_split": "test", "selection_split": selection_split(cfg),

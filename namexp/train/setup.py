@@ -60,7 +60,7 @@ def set_up(cfg: RunConfig, ctx: RunContext, checkpoint: dict[str, Any] | None) -
     runtime.set_deterministic(t.deterministic, device)
     data = make_data(cfg, device, d)
     runtime.seed_everything(cfg.seed)
-    model = make_model(cfg, data.num_classes, data.image_size).to(device)
+    model = make_model(cfg, data.num_classes, data.image_size, fetch_weights=checkpoint is None).to(device)
     if t.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if d.enabled and t.sync_bn:

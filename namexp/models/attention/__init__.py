@@ -71,11 +71,13 @@ __all__ = [
     "check_attention_options",
     "create_attention",
     "eca_kernel_size",
+    "for_stage",
     "get_attention_class",
     "is_attention_module",
     "layer_class",
     "layer_options",
     "nam_modules",
+    "per_stage_options",
 ]
 
 
@@ -132,8 +134,28 @@ def layer_options(layer: AttentionLayer) -> dict:
     return dict(layer.keywords) if isinstance(layer, functools.partial) else {}
 
 
+def per_stage_options(layer: AttentionLayer) -> dict[str, tuple]:
+    """The options of ``layer`` given as one value per stage (a tuple, for a class's ``per_stage_options``)."""
+    names = getattr(layer_class(layer), "per_stage_options", ())
+    return {k: v for k, v in layer_options(layer).items() if k in names and isinstance(v, tuple)}
+
+
+def for_stage(layer: AttentionLayer, stage: int) -> AttentionLayer:
+    """``layer`` with each per-stage option set to its value for stage ``stage`` (1-based)."""
+    chosen = {k: v[stage - 1] for k, v in per_stage_options(layer).items()}
+    if not chosen:
+        return layer
+    return functools.partial(layer_class(layer), **{**layer_options(layer), **chosen})
+
+
 def create_attention(name: str, channels: int, *, spatial_size: tuple[int, int] | None = None, **options) -> nn.Module:
-    """Build attention ``name`` for ``channels`` channels; ``none`` gives an identity (an ``nn.Identity``)."""
+    """Build attention ``name`` for ``channels`` channels (public API: ``namexp.create_attention``).
+
+    One contract for every type: the channel count first, then keyword options (each type's are listed by
+    ``attention_option_names``; the defaults are those of ``conf/attention/<name>.yaml``). An unknown name or
+    option, a bad option value or a bad channel count is a ``ValueError`` that says what would be valid.
+    ``spatial_size=(H, W)`` is needed by the NAM variants with a spatial gate. ``none`` gives an identity.
+    """
     layer = attention_layer(name, options)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise ValueError(f"attention {name!r} needs a positive integer channel count, got {channels!r}")

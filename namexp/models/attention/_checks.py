@@ -12,18 +12,40 @@ from collections.abc import Callable
 Check = Callable[[object], object]
 
 
-def positive_int(value: object) -> int:
+def positive_int(value: object, example: int = 16) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("must be a positive integer (e.g. 16)")
+        raise ValueError(f"must be a positive integer (e.g. {example})")
     return value
 
 
 def odd_kernel(value: object) -> int:
-    value = positive_int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a positive odd integer (e.g. 3)")
     if value % 2 == 0:
         # An even kernel cannot keep the feature-map size with symmetric padding.
-        raise ValueError(f"must be odd so the map keeps its size (use {value - 1} or {value + 1})")
+        raise ValueError(f"must be odd so the map keeps its size (use {max(value - 1, 1)} or {value + 1})")
     return value
+
+
+def per_stage(check: Check, named: dict[str, tuple] | None = None) -> Check:
+    """``check`` for one value, or a list of such values (one per stage), or a name in ``named`` (its list).
+
+    A list comes back as a tuple; the backbone hands each stage's modules that stage's value.
+    """
+    named = named or {}
+
+    def check_value_or_list(value: object) -> object:
+        if isinstance(value, str) and value in named:
+            return named[value]
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("is an empty list: give one value per stage")
+            return tuple(check(v) for v in value)
+        if isinstance(value, str):
+            raise ValueError(f"is not a value, a list with one per stage, or one of {', '.join(named)}")
+        return check(value)
+
+    return check_value_or_list
 
 
 def optional(check: Check) -> Check:

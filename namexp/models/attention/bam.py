@@ -11,6 +11,12 @@ The paper combines them as F · (1 + sigmoid(Mc + Ms)) (``combine="add"``, the d
 (``combine="multiply"``); users noticed the mismatch (issues #39, #52 there). The official file also fails
 to build (an undefined ``gate_activation``); that line has no effect and is not reproduced.
 
+Where the BatchNorms go differs too (issue #49 there). The official code normalises after each hidden layer
+and not the branch outputs (``bn_position="hidden"``, the default, as above). The paper normalises each
+branch's output, Mc = BN(MLP(AvgPool(F))) and Ms = BN(f(F)), to bring the two to one scale
+(``bn_position="output"``: a BatchNorm1d(C) after the MLP, a BatchNorm2d(1) after the last 1x1 conv, and
+none inside; the hidden ReLUs stay).
+
 BAM is not a block module: it sits between stages, where the resolution changes (after ResNet's layer1-3).
 Its channel branch uses BatchNorm1d, so training needs a batch of at least 2.
 """
@@ -30,6 +36,7 @@ class BAM(nn.Module):
         "reduction": _checks.positive_int,
         "dilation": _checks.positive_int,
         "combine": _checks.choice("add", "multiply"),
+        "bn_position": _checks.choice("hidden", "output"),
     }
 
     def __init__(
@@ -40,27 +47,33 @@ class BAM(nn.Module):
         reduction: int = 16,
         dilation: int = 4,
         combine: str = "add",
+        bn_position: str = "hidden",
     ):
         super().__init__()
         self.combine = combine
+        self.bn_position = bn_position
         hidden = max(1, channels // reduction)
+        inner = bn_position == "hidden"
+
+        def relu(norm: nn.Module) -> list[nn.Module]:
+            """ReLU after a hidden layer, with the layer's BatchNorm first where the official code has one."""
+            return [norm, nn.ReLU(inplace=True)] if inner else [nn.ReLU(inplace=True)]
+
         self.channel = nn.Sequential(
             nn.Linear(channels, hidden),
-            nn.BatchNorm1d(hidden),
-            nn.ReLU(inplace=True),
+            *relu(nn.BatchNorm1d(hidden)),
             nn.Linear(hidden, channels),
+            *([] if inner else [nn.BatchNorm1d(channels)]),
         )
         self.spatial = nn.Sequential(
             nn.Conv2d(channels, hidden, kernel_size=1),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
+            *relu(nn.BatchNorm2d(hidden)),
             nn.Conv2d(hidden, hidden, kernel_size=3, padding=dilation, dilation=dilation),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
+            *relu(nn.BatchNorm2d(hidden)),
             nn.Conv2d(hidden, hidden, kernel_size=3, padding=dilation, dilation=dilation),
-            nn.BatchNorm2d(hidden),
-            nn.ReLU(inplace=True),
+            *relu(nn.BatchNorm2d(hidden)),
             nn.Conv2d(hidden, 1, kernel_size=1),
+            *([] if inner else [nn.BatchNorm2d(1)]),
         )
         for module in self.spatial:
             if isinstance(module, nn.Conv2d):
@@ -75,4 +88,4 @@ class BAM(nn.Module):
         return x * (1 + torch.sigmoid(logits))
 
     def extra_repr(self) -> str:
-        return f"combine={self.combine!r}"
+        return f"combine={self.combine!r}, bn_position={self.bn_position!r}"

@@ -6,8 +6,11 @@ here (as timm): t = int(|(log2 C + b) / γ|), k = t if t is odd else t + 1, and 
 k = 3 / 5 / 5 / 5 / 7 for C = 64 / 128 / 256 / 512 / 2048.
 
 The official code (github.com/BangguWu/ECANet) does not implement ψ: its module defaults to k = 3 and its
-released ResNets use hand-picked per-stage lists (e.g. k = 3, 5, 5, 7 for ECA-Net50). ``kernel_size`` overrides
-ψ(C) for such runs. The 1-D conv keeps PyTorch's default init (the official init loop touches Conv2d only).
+released ResNets use hand-picked per-stage lists, named in their checkpoints: ``eca_resnet18_k3577`` (3, 5,
+7, 7), ``eca_resnet34_k3357`` (3, 3, 5, 7), ``eca_resnet50_k3557`` (3, 5, 5, 7), ``eca_resnet101_k3357`` and
+``eca_resnet152_k3357`` (3, 3, 5, 7). ``kernel_size`` overrides ψ(C): one odd integer for every module, a list
+with one per stage (the backbone gives each stage's modules its value), or one of those names (its list).
+The 1-D conv keeps PyTorch's default init (the official init loop touches Conv2d only).
 """
 
 from __future__ import annotations
@@ -18,6 +21,15 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks
+
+# The per-stage kernel sizes of the official ECA-Net checkpoints (their names end in k<the four sizes>).
+RELEASED_KERNEL_SIZES: dict[str, tuple[int, ...]] = {
+    "eca_resnet18": (3, 5, 7, 7),
+    "eca_resnet34": (3, 3, 5, 7),
+    "eca_resnet50": (3, 5, 5, 7),
+    "eca_resnet101": (3, 3, 5, 7),
+    "eca_resnet152": (3, 3, 5, 7),
+}
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -32,7 +44,8 @@ class ECA(nn.Module):
 
     placement = "block"
     attention_name = "eca"
-    option_checks = {"kernel_size": _checks.optional(_checks.odd_kernel)}
+    option_checks = {"kernel_size": _checks.optional(_checks.per_stage(_checks.odd_kernel, RELEASED_KERNEL_SIZES))}
+    per_stage_options = ("kernel_size",)  # a list holds one value per stage; the backbone picks the stage's
 
     def __init__(
         self,
@@ -42,6 +55,11 @@ class ECA(nn.Module):
         kernel_size: int | None = None,
     ):
         super().__init__()
+        if isinstance(kernel_size, (tuple, list)):
+            raise ValueError(
+                f"kernel_size={list(kernel_size)} holds one value per stage: build the network with build_model "
+                f"(each stage's modules get its value), or give one odd integer here"
+            )
         if kernel_size is None:
             kernel_size = eca_kernel_size(channels)
         self.conv = nn.Conv1d(1, 1, kernel_size, padding=kernel_size // 2, bias=False)

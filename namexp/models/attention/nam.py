@@ -24,8 +24,9 @@ Where the paper and the official code (github.com/Christian-lyc/NAM, ``MODELS/at
 * Gradient. The code computes w from ``bn.weight.data``, so no gradient flows through w; γ learns only
   through the BatchNorm's affine output. ``detach_weights=True`` (default) is the code's behaviour,
   ``False`` lets gradient through w as the paper's formula would.
-* Spatial submodule. The paper describes it; the repository had it in its first commit and deleted it
-  two days later, so the spatial part here follows the paper and that early commit.
+* Spatial submodule. The paper describes it; the repository uploaded it on 2021-09-17 (commit d135ad4;
+  the first commit holds only a README), commented it out and deleted it on 2021-09-21 (a9c3926, c76abf4),
+  four days later, so the spatial part here follows the paper and commit d135ad4.
 * Output. The paper's figure shows the sigmoid map as the output; the code returns sigmoid(...) ⊙ F,
   which is what is implemented.
 
@@ -42,11 +43,15 @@ and hold the same parameters, so checkpoints load into any of them):
   kernel with the folded weight and bias, an in-place sigmoid and one multiply; backward = BatchNorm's
   backward kernel plus three elementwise passes. Under autocast it returns the input's dtype (the
   reference returns float32 there).
-* ``"compiled"``: the reference math as a function compiled by ``torch.compile`` (inductor fuses it);
-  the first call of each shape compiles (seconds to a minute).
+* ``"compiled"``: the reference math as a function compiled by ``torch.compile`` (inductor fuses it),
+  with dynamic shapes: one graph for every gate of a network in training and one in evaluation (each
+  compiles in seconds to a minute on first use).
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -85,21 +90,41 @@ def _gate_math(
     return torch.sigmoid(w.view(shape) * y) * x
 
 
-_compiled_gate_math = None
+def _channel_gate_math(*args) -> Tensor:
+    return _gate_math(*args)
 
 
-def compiled_gate_math():
-    """``_gate_math`` under torch.compile, made on first use and shared by every NAM gate."""
-    global _compiled_gate_math
-    if _compiled_gate_math is None:
-        _compiled_gate_math = torch.compile(_gate_math)
-    return _compiled_gate_math
+def _pixel_gate_math(*args) -> Tensor:
+    return _gate_math(*args)
 
 
-def _compiled_gate(x: Tensor, bn: nn.modules.batchnorm._BatchNorm, w: Tensor) -> Tensor:
+# One function to compile per gate kind: dynamo counts its recompile limit per function, and the two kinds
+# see differently laid-out inputs (the pixel gate a (B, H·W, C, 1) view).
+GATE_MATH = {"channel": _channel_gate_math, "pixel": _pixel_gate_math}
+_compiled_gate_math: dict[str, Callable[..., Tensor]] = {}
+COMPILE_BACKEND = "inductor"  # torch.compile's backend for impl=compiled (tests use a cheaper one)
+
+
+def compiled_gate_math(kind: str) -> Callable[..., Tensor]:
+    """``_gate_math`` for gates of ``kind`` under torch.compile, made on first use and shared by those gates.
+
+    Compiled with dynamic shapes, so one graph serves every channel count, feature-map size and batch size
+    (a network's gates differ in all three): what remains to recompile for is training vs evaluation, the
+    grad mode and the memory layout, a few graphs per kind, below dynamo's recompile limit (8 per function)
+    past which it would silently run the rest eagerly (a whole ResNet-18 train and eval pass: 3 per kind).
+    """
+    if kind not in _compiled_gate_math:
+        _compiled_gate_math[kind] = torch.compile(GATE_MATH[kind], dynamic=True, backend=COMPILE_BACKEND)
+    return _compiled_gate_math[kind]
+
+
+def _compiled_gate(x: Tensor, bn: nn.modules.batchnorm._BatchNorm, w: Tensor, kind: str = "channel") -> Tensor:
     training = bn.training or bn.running_mean is None
     factor = exponential_average_factor(bn)  # counts the batch as nn.BatchNorm.forward does
-    return compiled_gate_math()(x, w, bn.weight, bn.bias, bn.running_mean, bn.running_var, training, factor, bn.eps)
+    # Views, not the Parameters themselves: dynamo keeps a Parameter's shape static (its config
+    # force_parameter_static_shapes), which would specialise the graph on the channel count again.
+    weight, bias = bn.weight.view(-1), bn.bias.view(-1)
+    return compiled_gate_math(kind)(x, w, weight, bias, bn.running_mean, bn.running_var, training, factor, bn.eps)
 
 
 class NAMChannelGate(nn.Module):
@@ -160,7 +185,7 @@ class NAMPixelGate(nn.Module):
         pixels = x.flatten(2).transpose(1, 2)
         if self.impl != "reference":
             # (B, H·W, C, 1): a dense view whatever x's memory format (channels_last-like for contiguous x).
-            gate_fn = fused_gate if self.impl == "fused" else _compiled_gate
+            gate_fn = fused_gate if self.impl == "fused" else functools.partial(_compiled_gate, kind="pixel")
             out = gate_fn(pixels.unsqueeze(-1), self.bn, self.weights())
             return out.squeeze(-1).transpose(1, 2).reshape(b, c, h, w)
         y = self.bn(pixels) * self.weights().view(1, -1, 1)
@@ -251,6 +276,7 @@ class NAMSpatial(NAMModule):
     """NAM spatial submodule alone (registry name ``nam_spatial``); needs ``spatial_size``. 2·H·W parameters."""
 
     attention_name = "nam_spatial"
+    needs_spatial_size = True  # its pixel gate is built for one feature-map size
     gate_names = ("spatial",)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -261,6 +287,7 @@ class NAMFull(NAMModule):
     """Channel submodule then spatial submodule (registry name ``nam_full``), as in the paper."""
 
     attention_name = "nam_full"
+    needs_spatial_size = True  # its pixel gate is built for one feature-map size
     gate_names = ("channel", "spatial")
 
     def forward(self, x: Tensor) -> Tensor:

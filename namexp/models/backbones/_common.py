@@ -6,7 +6,14 @@ from collections.abc import Callable
 
 from torch import nn
 
-from namexp.models.attention import AttentionLayer, NoAttention, is_attention_module, layer_class, layer_options
+from namexp.models.attention import (
+    AttentionLayer,
+    NoAttention,
+    for_stage,
+    is_attention_module,
+    layer_class,
+    layer_options,
+)
 from namexp.models.sites import SiteSpec
 
 STEMS = ("auto", "cifar", "imagenet")
@@ -33,6 +40,34 @@ def placed_attention(
     if layer_class(attn_layer).placement != kind:
         return None
     return attn_layer(channels, spatial_size=spatial_size)
+
+
+# Which of its documented places a model fills (`attention.sites`): every one, only those of stage k, or only
+# those after the last block of each stage. A slot between stages belongs to the stage (and block) it follows.
+SITES_ALL = "all"
+SITES_LAST_BLOCK = "last_block_of_stage"
+
+
+def site_choices(num_stages: int) -> tuple[str, ...]:
+    """The ``sites`` values a backbone with ``num_stages`` stages takes."""
+    return (SITES_ALL, *(f"stage{k}" for k in range(1, num_stages + 1)), SITES_LAST_BLOCK)
+
+
+def check_sites(sites: object, num_stages: int, backbone: str) -> str:
+    choices = site_choices(num_stages)
+    if sites not in choices:
+        raise ValueError(f"unknown sites {sites!r} for {backbone}: choose one of {', '.join(choices)}")
+    return sites  # type: ignore[return-value]
+
+
+def sited(attn_layer: AttentionLayer, sites: str, stage: int, last_block: bool) -> AttentionLayer:
+    """``attn_layer`` for a slot in (or after) a block of stage ``stage`` when ``sites`` selects it, else none.
+
+    Per-stage options (ECA's kernel_size list) are set to their value for this stage.
+    """
+    if sites == SITES_ALL or (sites == SITES_LAST_BLOCK and last_block) or sites == f"stage{stage}":
+        return for_stage(attn_layer, stage)
+    return NoAttention
 
 
 def block_attention(attn_layer: AttentionLayer, channels: int, spatial_size: tuple[int, int] | None) -> nn.Module:

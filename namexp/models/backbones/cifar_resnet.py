@@ -9,6 +9,7 @@ parameters for 10 classes (the paper's "0.27M") and ResNet-56 853,018 ("0.85M").
 The blocks are the torchvision-style BasicBlock of ``resnet.py``, so block attention sits at the same place
 (after bn2, before the identity add and the final ReLU). bam goes after stages 1 and 2 (before each
 resolution change); nonlocal after the last block of stage 2 (the middle stage). Only a CIFAR stem exists.
+``sites`` takes ``all``, ``stage1``..``stage3`` and ``last_block_of_stage``, as ResNet-18/34/50's.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import Tensor, nn
 from namexp.models.attention import AttentionLayer, NoAttention
 from namexp.models.sites import SiteSpec
 
-from ._common import build_config, conv_out, init_backbone_weights, stage_slots
+from ._common import build_config, conv_out, init_backbone_weights, sited, stage_slots
 from .resnet import BasicBlock, conv3x3, describe_stage_slot
 
 
@@ -40,6 +41,7 @@ class ShortcutA(nn.Module):
 
 
 class CifarResNet(nn.Module):
+    NUM_STAGES = 3
     STAGE_SLOTS = {"stage": ("layer1", "layer2"), "middle": ("layer2",)}
 
     def __init__(
@@ -49,9 +51,12 @@ class CifarResNet(nn.Module):
         num_classes: int,
         image_size: int = 32,
         attn_layer: AttentionLayer = NoAttention,
+        sites: str = "all",
     ):
         super().__init__()
-        self.build_config = build_config(attn_layer, stem="cifar", image_size=image_size, num_classes=num_classes)
+        self.build_config = build_config(
+            attn_layer, stem="cifar", image_size=image_size, num_classes=num_classes, sites=sites
+        )
         self.conv1 = conv3x3(3, 16)
         self.bn1 = nn.BatchNorm2d(16)
         self.relu = nn.ReLU(inplace=True)
@@ -62,14 +67,23 @@ class CifarResNet(nn.Module):
         for index, (planes, stride) in enumerate(zip((16, 32, 64), (1, 2, 2)), start=1):
             name = f"layer{index}"
             size = conv_out(size, stride)
-            kwargs = dict(attn_layer=attn_layer, spatial_size=(size, size))
+            layer_sites = [sited(attn_layer, sites, index, i == blocks_per_stage - 1) for i in range(blocks_per_stage)]
             downsample = ShortcutA(inplanes, planes, stride) if stride != 1 or inplanes != planes else None
-            layers = [BasicBlock(inplanes, planes, stride, downsample, **kwargs)]
-            layers += [BasicBlock(planes, planes, **kwargs) for _ in range(1, blocks_per_stage)]
+            layers = [
+                BasicBlock(
+                    inplanes if i == 0 else planes,
+                    planes,
+                    stride if i == 0 else 1,
+                    downsample if i == 0 else None,
+                    attn_layer=layer,
+                    spatial_size=(size, size),
+                )
+                for i, layer in enumerate(layer_sites)
+            ]
             setattr(self, name, nn.Sequential(*layers))
             inplanes = planes
             modules, specs = stage_slots(
-                self.STAGE_SLOTS, name, planes, (size, size), attn_layer, describe=describe_stage_slot
+                self.STAGE_SLOTS, name, planes, (size, size), layer_sites[-1], describe=describe_stage_slot
             )
             stage_attention.update(modules)
             self.attention_site_specs += specs
@@ -97,15 +111,13 @@ def _check_cifar_stem(name: str, stem: str, image_size: int) -> None:
         )
 
 
-def resnet20(
-    *, num_classes: int, image_size: int = 32, stem: str = "cifar", attn_layer: AttentionLayer = NoAttention
-) -> CifarResNet:
+def resnet20(*, image_size: int = 32, stem: str = "cifar", **kwargs) -> CifarResNet:
+    """Keywords: num_classes, image_size, stem (cifar only), attn_layer, sites (see ``CifarResNet``)."""
     _check_cifar_stem("resnet20", stem, image_size)
-    return CifarResNet(3, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)
+    return CifarResNet(3, image_size=image_size, **kwargs)
 
 
-def resnet56(
-    *, num_classes: int, image_size: int = 32, stem: str = "cifar", attn_layer: AttentionLayer = NoAttention
-) -> CifarResNet:
+def resnet56(*, image_size: int = 32, stem: str = "cifar", **kwargs) -> CifarResNet:
+    """Keywords: num_classes, image_size, stem (cifar only), attn_layer, sites (see ``CifarResNet``)."""
     _check_cifar_stem("resnet56", stem, image_size)
-    return CifarResNet(9, num_classes=num_classes, image_size=image_size, attn_layer=attn_layer)
+    return CifarResNet(9, image_size=image_size, **kwargs)

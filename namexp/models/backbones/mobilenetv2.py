@@ -21,6 +21,12 @@ a residual), where the official ECA and triplet-attention MobileNetV2s put their
 that precedes a resolution change: after the 16-, 24-, 32- and 96-channel stages in the ImageNet variant,
 after the 24-, 32- and 96-channel stages in the CIFAR variant (whose 24-channel stage no longer downsamples).
 nonlocal goes after the last block of the 32- and of the 96-channel stage.
+
+``sites`` (``attention.sites``) counts four stages, as ResNet's, by output stride in the ImageNet variant:
+stage1 = the 16- and 24-channel blocks (stride 2-4), stage2 = the 32-channel blocks (8), stage3 = the 64- and
+96-channel blocks (16), stage4 = the 160- and 320-channel blocks (32); the CIFAR variant uses the same
+grouping. ``last_block_of_stage`` keeps the last block of each (the 24-, 32-, 96- and 320-channel stages' last
+blocks); a between-stage module belongs to the stage of the block it follows.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from torch import Tensor, nn
 from namexp.models.attention import AttentionLayer, NoAttention
 from namexp.models.sites import SiteSpec
 
-from ._common import block_attention, build_config, conv_out, init_backbone_weights, resolve_stem, stage_slots
+from ._common import block_attention, build_config, conv_out, init_backbone_weights, resolve_stem, sited, stage_slots
 
 # (expansion t, base channels c, blocks n, first-block stride s), from the paper's Table 2.
 INVERTED_RESIDUAL_SETTINGS = [
@@ -45,6 +51,9 @@ INVERTED_RESIDUAL_SETTINGS = [
     (6, 320, 1, 1),
 ]
 NONLOCAL_AFTER_STAGES = (32, 96)  # base channel counts of the stages whose last block gets a non-local block
+# The four stages `sites` names, by the base channel counts of their rows (ResNet-like output strides 4/8/16/32).
+SITE_STAGES = {16: 1, 24: 1, 32: 2, 64: 3, 96: 3, 160: 4, 320: 4}
+LAST_ROW_OF_SITE_STAGE = (24, 32, 96, 320)
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -112,6 +121,8 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
+    NUM_STAGES = 4
+
     def __init__(
         self,
         *,
@@ -121,11 +132,12 @@ class MobileNetV2(nn.Module):
         attn_layer: AttentionLayer = NoAttention,
         width_mult: float = 1.0,
         dropout: float = 0.2,
+        sites: str = "all",
     ):
         super().__init__()
         stem = resolve_stem(stem, image_size)
         self.build_config = build_config(
-            attn_layer, stem=stem, image_size=image_size, num_classes=num_classes, width_mult=width_mult
+            attn_layer, stem=stem, image_size=image_size, num_classes=num_classes, width_mult=width_mult, sites=sites
         )
         cifar = stem == "cifar"
         input_channel = make_divisible(32 * width_mult)
@@ -142,9 +154,11 @@ class MobileNetV2(nn.Module):
             for i in range(n):
                 stride = s if i == 0 else 1
                 size = conv_out(size, stride)
+                last = c in LAST_ROW_OF_SITE_STAGE and i == n - 1
+                layer = sited(attn_layer, sites, SITE_STAGES[c], last)
                 features.append(
                     InvertedResidual(
-                        input_channel, output_channel, stride, t, attn_layer=attn_layer, spatial_size=(size, size)
+                        input_channel, output_channel, stride, t, attn_layer=layer, spatial_size=(size, size)
                     )
                 )
                 input_channel = output_channel
@@ -162,12 +176,15 @@ class MobileNetV2(nn.Module):
                 "stage": (key,) if next_downsamples else (),
                 "middle": (key,) if end.base_channels in NONLOCAL_AFTER_STAGES else (),
             }
+            layer = sited(
+                attn_layer, sites, SITE_STAGES[end.base_channels], end.base_channels in LAST_ROW_OF_SITE_STAGE
+            )
             modules, specs = stage_slots(
                 slots,
                 key,
                 end.channels,
                 (end.size, end.size),
-                attn_layer,
+                layer,
                 describe=lambda kind, key, c=end.base_channels: _describe_stage_slot(kind, key, c),
             )
             stage_attention.update(modules)

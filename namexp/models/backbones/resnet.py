@@ -17,6 +17,10 @@ Attention placement:
 * bam: ``stage_attention.layer1..3``, after layer1, layer2 and layer3 (between stages), as the official BAM code;
 * nonlocal: ``stage_attention.layer2/3``, after the last block of layer2 and of layer3.
 
+``sites`` (``attention.sites``) keeps a subset of these places: ``all`` (the default), ``stage1``..``stage4``
+(the blocks of layer1..layer4, and a between-stage module after that layer) or ``last_block_of_stage`` (the
+last block of each layer, and every between-stage module, since each follows a layer's last block).
+
 Every backbone and block takes the attention as ``attn_layer``, a constructor ``attn_layer(channels,
 spatial_size=...)`` (see ``namexp.models.attention.attention_layer``), and calls it at the slots its class's
 ``placement`` names. Every block tells its attention the feature-map size it produces (from image size, stem
@@ -30,7 +34,7 @@ from torch import Tensor, nn
 from namexp.models.attention import AttentionLayer, NoAttention
 from namexp.models.sites import SiteSpec
 
-from ._common import block_attention, build_config, conv_out, init_backbone_weights, resolve_stem, stage_slots
+from ._common import block_attention, build_config, conv_out, init_backbone_weights, resolve_stem, sited, stage_slots
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -124,6 +128,7 @@ def describe_stage_slot(kind: str, layer: str) -> str:
 
 
 class ResNet(nn.Module):
+    NUM_STAGES = 4
     # Between-stage slots: bam after layer1-3 (official BAM); nonlocal after the last block of layer2 and layer3.
     STAGE_SLOTS = {"stage": ("layer1", "layer2", "layer3"), "middle": ("layer2", "layer3")}
 
@@ -136,10 +141,13 @@ class ResNet(nn.Module):
         image_size: int,
         stem: str = "auto",
         attn_layer: AttentionLayer = NoAttention,
+        sites: str = "all",
     ):
         super().__init__()
         stem = resolve_stem(stem, image_size)
-        self.build_config = build_config(attn_layer, stem=stem, image_size=image_size, num_classes=num_classes)
+        self.build_config = build_config(
+            attn_layer, stem=stem, image_size=image_size, num_classes=num_classes, sites=sites
+        )
         self.inplanes = 64
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -157,9 +165,10 @@ class ResNet(nn.Module):
         for index, (planes, count, stride) in enumerate(zip((64, 128, 256, 512), layers, (1, 2, 2, 2)), start=1):
             name = f"layer{index}"
             size = conv_out(size, stride)
-            setattr(self, name, self._make_layer(block, planes, count, stride, (size, size), attn_layer))
+            layer_sites = [sited(attn_layer, sites, index, i == count - 1) for i in range(count)]
+            setattr(self, name, self._make_layer(block, planes, stride, (size, size), layer_sites))
             modules, specs = stage_slots(
-                self.STAGE_SLOTS, name, self.inplanes, (size, size), attn_layer, describe=describe_stage_slot
+                self.STAGE_SLOTS, name, self.inplanes, (size, size), layer_sites[-1], describe=describe_stage_slot
             )
             stage_attention.update(modules)
             self.attention_site_specs += specs
@@ -169,16 +178,17 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(512 * block.expansion, num_classes)
         init_backbone_weights(self)
 
-    def _make_layer(self, block, planes, blocks, stride, spatial_size, attn_layer) -> nn.Sequential:
+    def _make_layer(self, block, planes, stride, spatial_size, attn_layers: list[AttentionLayer]) -> nn.Sequential:
+        """One stage: a block per entry of ``attn_layers``, the attention constructor of that block."""
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
                 conv1x1(self.inplanes, planes * block.expansion, stride), nn.BatchNorm2d(planes * block.expansion)
             )
-        kwargs = dict(attn_layer=attn_layer, spatial_size=spatial_size)
-        layers = [block(self.inplanes, planes, stride, downsample, **kwargs)]
+        first, *rest = attn_layers
+        layers = [block(self.inplanes, planes, stride, downsample, attn_layer=first, spatial_size=spatial_size)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, **kwargs) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, attn_layer=layer, spatial_size=spatial_size) for layer in rest]
         return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -191,25 +201,16 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(
-    *, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention
-) -> ResNet:
-    return ResNet(
-        BasicBlock, [2, 2, 2, 2], num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer
-    )
+def resnet18(**kwargs) -> ResNet:
+    """Keywords: num_classes, image_size, stem, attn_layer, sites (see ``ResNet``)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-def resnet34(
-    *, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention
-) -> ResNet:
-    return ResNet(
-        BasicBlock, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer
-    )
+def resnet34(**kwargs) -> ResNet:
+    """Keywords: num_classes, image_size, stem, attn_layer, sites (see ``ResNet``)."""
+    return ResNet(BasicBlock, [3, 4, 6, 3], **kwargs)
 
 
-def resnet50(
-    *, num_classes: int, image_size: int, stem: str = "auto", attn_layer: AttentionLayer = NoAttention
-) -> ResNet:
-    return ResNet(
-        Bottleneck, [3, 4, 6, 3], num_classes=num_classes, image_size=image_size, stem=stem, attn_layer=attn_layer
-    )
+def resnet50(**kwargs) -> ResNet:
+    """Keywords: num_classes, image_size, stem, attn_layer, sites (see ``ResNet``)."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], **kwargs)
