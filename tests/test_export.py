@@ -145,11 +145,17 @@ def run_dir(capsys, tmp_path) -> Path:
 def test_export_writes_a_checked_file_for_each_format(capsys, run_dir, tmp_path):
     formats = ["exported", "torchscript"] + (["onnx"] if has_onnx() else [])
     for fmt in formats:
-        result = run_inproc(["export", str(run_dir), "--format", fmt, "--check-images", "64"], capsys)
+        # Dynamic batch traced from the default --batch 1 (torch.export would specialise a traced size of 1).
+        args = ["export", str(run_dir), "--format", fmt, "--check-images", "64", "--dynamic-batch"]
+        result = run_inproc(args, capsys)
         assert result.code == 0, result.err
         out = run_dir / "exports" / f"last{FORMATS[fmt].suffix}"
+        assert f"wrote {out.resolve()}" in result.out
         record = json.loads(out.with_name(out.name + ".check.json").read_text())
         assert record["check"]["passed"] and record["format"] == fmt and record["folding"]["nam_gates"] == 9
+        assert record["input"]["mean"] == [0.5, 0.5, 0.5] and record["input"]["image_size"] == 32
+        runner = FORMATS[fmt].load(out)
+        assert torch.as_tensor(runner(torch.zeros(3, 3, 32, 32))).shape == (3, 10)  # any batch size
         images = record["check"]["inputs"]["test images"]
         assert images["images"] == 64 and images["top1_agreement"] == 1.0
         assert images["max_abs_diff"] <= images["tolerance"]
@@ -175,6 +181,13 @@ def test_bad_input_gets_one_line_and_changes_nothing(capsys, run_dir, tmp_path, 
     existing.write_bytes(b"the user's file")
     result = run_inproc(["export", str(run_dir), "--format", "exported", "-o", str(existing)], capsys)
     assert_one_line_error(result, "already exists", "--force")
+    best = run_dir / "checkpoints" / "best.pt"
+    best_bytes = best.read_bytes()
+    result = run_inproc(["export", str(run_dir), "--format", "torchscript", "-o", str(best), "--force"], capsys)
+    assert_one_line_error(result, "run's own file")
+    assert best.read_bytes() == best_bytes
+    result = run_inproc(["export", str(run_dir), "--format", "exported", "-o", str(tmp_path / "m.onnx")], capsys)
+    assert_one_line_error(result, "writes a .pt2 file")
     result = run_inproc(["export", str(run_dir), "--format", "tflite"], capsys)
     assert_one_line_error(result, "not an export format", "onnx, exported, torchscript")
     corrupt = tmp_path / "corrupt.pt"

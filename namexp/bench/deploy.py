@@ -16,6 +16,7 @@ rounds of the mean time per call. Latency = ms per call, throughput = batch / la
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -208,7 +209,10 @@ def run_deploy(options: BenchOptions, overrides: list[str], argv: list[str]) -> 
             "namexp bench --deploy measures one backbone: drop the comma list (attentions go in --attentions)"
         )
     batches = parse_batches(options.batches)
-    console, status = Console(), Console(stderr=True)
+    # Wide when written to a file or pipe, so that no column is cut to 80 characters.
+    console, status = Console(width=None if sys.stdout.isatty() else 180), Console(stderr=True)
+    if options.repeats < 3:
+        status.print(f"[yellow]note:[/yellow] --repeats {options.repeats}: medians of fewer than 3 rounds are noisy")
     with tempfile.TemporaryDirectory(prefix="namexp-deploy-") as tmp:
         contenders, cfg, device = build_deploy_contenders(options, overrides, Path(tmp), status)
         time_deploy(contenders, cfg, device, options, batches, status)

@@ -61,8 +61,15 @@ def check_record_path(output: Path) -> Path:
     return output.with_name(output.name + ".check.json")
 
 
-def claim_output(output: Path, force: bool) -> None:
-    """Refuse to overwrite without --force, and make sure the folder can take the file."""
+def claim_output(output: Path, force: bool, fmt: ExportFormat) -> None:
+    """Refuse a run's own files (even with --force), a suffix of another format, an existing file without
+    --force; make sure the folder can take the file."""
+    from namexp.run.layout import CHECKPOINTS_DIR, METRICS_FILE, RECORD_FILE
+
+    if output.resolve().parent.name == CHECKPOINTS_DIR or output.name in (RECORD_FILE, METRICS_FILE):
+        raise UserError(f"--output {output} is a run's own file: write the export elsewhere (default: RUN/exports/)")
+    if not output.name.endswith(fmt.suffix):
+        raise UserError(f"--output {output}: --format {fmt.name} writes a {fmt.suffix} file, name it so")
     if output.is_dir():
         raise UserError(f"--output {output} is a folder: give a file path (e.g. {output / 'model.onnx'})")
     for path in (output, check_record_path(output)):
@@ -93,7 +100,10 @@ def dataset_images(cfg, count: int) -> torch.Tensor:
 def write_checked(model, folded, fmt: ExportFormat, request: ExportRequest, output: Path, images) -> dict:
     """Write `folded` to a temporary file, check it, and move it to `output` only when the check passes."""
     options = request.options
-    example = images[:1].expand(options.batch, *images.shape[1:]).contiguous()
+    # A dynamic batch is traced at 2 or more (torch.export specialises a dimension of size 1); clone() so
+    # that the example saved in a .pt2 file is one image, not a view of every check image.
+    trace_batch = max(2, options.batch) if options.dynamic_batch else options.batch
+    example = images[:1].expand(trace_batch, *images.shape[1:]).clone()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=fmt.suffix, dir=output.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -128,7 +138,7 @@ def run_export(request: ExportRequest, overrides: list[str]) -> int:
     checkpoint = resolve_checkpoint(request.target, request.which)
     output = (request.output or default_output(checkpoint, fmt)).expanduser()
     run = load_run(request.target, overrides, request.which)  # a damaged checkpoint stops it before any write
-    claim_output(output, request.force)
+    claim_output(output, request.force, fmt)
     model = run.model.to(device="cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
     images = dataset_images(run.cfg, request.check_images)
     try:
@@ -140,6 +150,8 @@ def run_export(request: ExportRequest, overrides: list[str]) -> int:
         "file": str(output.resolve()), "format": fmt.name, "checkpoint": str(run.checkpoint.resolve()),
         "epoch": run.epochs_done, "backbone": run.cfg.backbone.name, "attention": run.cfg.attention.name,
         "data": run.cfg.data.name, "options": asdict(request.options), "folding": folded.folding,
+        "input": {"layout": "NCHW float32, normalised: (pixel / 255 - mean) / std", "mean": list(run.cfg.data.mean),
+                  "std": list(run.cfg.data.std), "image_size": run.cfg.data.image_size},
         "torch": torch.__version__, "time": datetime.now().isoformat(timespec="seconds"), **result,
     }  # fmt: skip
     write_text_atomic(check_record_path(output), json.dumps(record, indent=1) + "\n")
@@ -159,5 +171,6 @@ def _show(record: dict) -> None:
             f"{r['images']} images, max |Δ logits| {r['max_abs_diff']:.2e} (<= {r['tolerance']:.1e}), "
             f"top-1 agreement {r['top1_agreement']:.1%}",
         )
-    table.add_row("check record", str(check_record_path(Path(record["file"]))))
     Console().print(table)
+    # The paths on lines of their own: a table cell may be cut to the terminal's width.
+    print(f"wrote {record['file']}\ncheck record {check_record_path(Path(record['file']))}")
