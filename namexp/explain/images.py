@@ -1,0 +1,49 @@
+"""A fixed, class-balanced, seeded selection of a split's images: the same images for every run on a dataset."""
+
+from __future__ import annotations
+
+import torch
+
+from namexp.errors import UserError
+
+SELECTION_SEED = 0  # fixed, not the run's seed: runs trained with different seeds are shown the same images
+
+
+def balanced_order(labels: torch.Tensor, seed: int = SELECTION_SEED) -> list[int]:
+    """Indices of `labels` round-robin over the classes (in class order), each class's images in a seeded order."""
+    g = torch.Generator().manual_seed(seed)
+    per_class = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        per_class.append(idx[torch.randperm(len(idx), generator=g)].tolist())
+    order = []
+    for rank in range(max((len(p) for p in per_class), default=0)):
+        order += [p[rank] for p in per_class if rank < len(p)]
+    return order
+
+
+def split_loader(data, split: str):
+    if split == "test":
+        return data.test
+    if split == "val":
+        if data.val is None:
+            raise UserError("--split val: this run held out no validation split (data.val_split=0); use --split test")
+        return data.val
+    raise UserError(f"--split {split} is not valid: use test or val")
+
+
+def select_images(cfg, device, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The first `count` images of the balanced selection of the run's `split`: (images, labels, class names)."""
+    from namexp.train.build import make_data
+
+    data = make_data(cfg, device, with_train=False)
+    loader = split_loader(data, split)
+    images, labels = [], []
+    for x, y in loader:
+        images.append(x.float().cpu())
+        labels.append(y.cpu())
+    images, labels = torch.cat(images), torch.cat(labels)
+    if count > len(images):
+        raise UserError(f"--images {count} is out of range: the {split} split holds {len(images)} images")
+    chosen = torch.tensor(balanced_order(labels)[:count])
+    return images[chosen].contiguous(), labels[chosen], list(data.classes)
