@@ -97,6 +97,20 @@ def test_explain_writes_outputs_and_tensorboard_images(tiny_run, tmp_path, capsy
     both = run_inproc(["explain", str(tiny_run), str(tiny_run), "--images", "2", "-o", str(other)], capsys)
     assert both.code == 0, both.err
     assert len(json.loads((other / "diagnostics.json").read_text())["runs"]) == 2
+    assert [p.name for p in other.glob("*.png")] == ["gradcam.png"]
+
+
+def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
+    small = train_once(
+        tmp_path, tmp_path / "small", [*TINY_SYNTHETIC, "attention=half", "data.image_size=16", "trainer.epochs=1"]
+    )
+    out = tmp_path / "out"
+    result = run_inproc(["explain", str(tiny_run), str(small), "--images", "2", "-o", str(out)], capsys)
+    assert result.code == 0, result.err
+    grids = sorted(p.name for p in out.glob("*.png"))
+    assert grids == ["gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png"]
+    sites = json.loads((out / "diagnostics.json").read_text())["runs"]["small"]
+    assert {s["verdict"] for s in sites} == {"constant scale"} and {s["module"] for s in sites} == {"half"}
 
 
 BAD_OPTIONS = {  # the options given -> what the one error line says

@@ -102,9 +102,10 @@ def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict) -> 
     return sites
 
 
-def grid_name(group: Group, several: bool) -> str:
+def grid_name(group: Group, index: int, several: bool) -> str:
+    """gradcam.png, or with several groups gradcam_<n>_<backbone>_<data>.png (n: the group's order, from 1)."""
     backbone, data = group.key[0].replace("/", "-"), group.key[1]
-    return f"gradcam_{backbone}_{data}.png" if several else "gradcam.png"
+    return f"gradcam_{index}_{backbone}_{data}.png" if several else "gradcam.png"
 
 
 def write_grids(output: Path, groups: dict) -> list[Path]:
@@ -114,9 +115,9 @@ def write_grids(output: Path, groups: dict) -> list[Path]:
     from namexp.files import write_atomic
 
     written = []
-    for group in groups.values():
+    for index, group in enumerate(groups.values(), start=1):
         fig = render_grid(group.images, group.labels, group.classes, group.columns)
-        path = output / grid_name(group, len(groups) > 1)
+        path = output / grid_name(group, index, len(groups) > 1)
         data = png_bytes(fig)
         write_atomic(path, lambda f, data=data: f.write(data), binary=True)
         image = figure_array(fig)

@@ -38,12 +38,17 @@ def select_images(cfg, device, count: int, split: str = "test") -> tuple[torch.T
 
     data = make_data(cfg, device, with_train=False)
     loader = split_loader(data, split)
-    images, labels = [], []
-    for x, y in loader:
-        images.append(x.float().cpu())
-        labels.append(y.cpu())
-    images, labels = torch.cat(images), torch.cat(labels)
-    if count > len(images):
-        raise UserError(f"--images {count} is out of range: the {split} split holds {len(images)} images")
-    chosen = torch.tensor(balanced_order(labels)[:count])
-    return images[chosen].contiguous(), labels[chosen], list(data.classes)
+    # Two passes over the split (its eval order is fixed): labels first, then only the chosen images kept.
+    labels = torch.cat([y.cpu() for _, y in loader])
+    if count > len(labels):
+        raise UserError(f"--images {count} is out of range: the {split} split holds {len(labels)} images")
+    chosen = balanced_order(labels)[:count]
+    position = {index: rank for rank, index in enumerate(chosen)}
+    images: list = [None] * count
+    start = 0
+    for x, _ in loader:
+        for index in range(start, start + len(x)):
+            if index in position:
+                images[position[index]] = x[index - start].float().cpu()
+        start += len(x)
+    return torch.stack(images).contiguous(), labels[torch.tensor(chosen)], list(data.classes)

@@ -9,7 +9,19 @@ from namexp.explain.gates import CONSTANT_RANGE, SiteGate
 from namexp.files import write_text_atomic
 from namexp.tables import markdown_table
 
-HEADERS = ("run", "site", "module", "mean", "std ch", "std pos", "std img", "5-95 %", "±0.01", "|a|·std x", "verdict")
+HEADERS = (
+    "run",
+    "site",
+    "attention",
+    "mean",
+    "std ch",
+    "std pos",
+    "std img",
+    "5-95 %",
+    "±0.01",
+    "|a|·std x",
+    "verdict",
+)
 
 
 def _row(run: str, s: SiteGate) -> list[str]:
@@ -19,9 +31,9 @@ def _row(run: str, s: SiteGate) -> list[str]:
         s.site,
         s.module,
         f"{s.mean:.3f}",
-        f"{s.std_channels:.3g}",
-        f"{s.std_positions:.3g}",
-        f"{s.std_images:.3g}",
+        f"{s.std_channels:.2g}",
+        f"{s.std_positions:.2g}",
+        f"{s.std_images:.2g}",
         f"{s.p05:.3f}-{s.p95:.3f}",
         f"{100 * s.near_mean:.0f} %",
         slope,
@@ -53,12 +65,16 @@ def print_diagnostics(diagnostics: dict[str, list[SiteGate]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    skip = 1 if len(diagnostics) == 1 else 0  # one run: no run column
     table = Table(title=f"Attention gates (constant scale: 5-95 % range < {CONSTANT_RANGE})")
-    for header in HEADERS:
-        table.add_column(header)
+    for header in HEADERS[skip:]:
+        table.add_column(header, no_wrap=header in ("site", "verdict"))
     for row in rows(diagnostics):
-        table.add_row(*row)
-    Console().print(table)
+        table.add_row(*row[skip:])
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # piped: a full-width table, not a truncated one
+    console.print(table)
 
 
 def log_images(tb_dir: Path, tag: str, image) -> None:
