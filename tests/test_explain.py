@@ -125,6 +125,7 @@ BAD_OPTIONS = {  # the options given -> what the one error line says
 def test_bad_options_get_one_line(tiny_run, tmp_path, capsys, options):
     result = run_inproc(["explain", str(tiny_run), *options.split(), "-o", str(tmp_path / "out")], capsys)
     assert BAD_OPTIONS[options] in one_error_line(result)
+    assert not (tmp_path / "out").exists()
 
 
 def test_not_a_run_folder_gets_one_line(tmp_path, capsys):

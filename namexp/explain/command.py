@@ -60,15 +60,13 @@ def output_dir(request: ExplainRequest) -> Path:
 
 
 def claim_output(output: Path, force: bool) -> None:
+    """Refuse existing outputs without --force. The folder is made only when the first file is written, so a
+    refused command (bad images, a damaged checkpoint) leaves nothing behind."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file: give a folder")
     existing = [p for p in (*(output / n for n in OUTPUT_FILES), *output.glob("gradcam*.png")) if p.exists()]
     if existing and not force:
         raise UserError(f"{existing[0]} already exists: choose another --output or add --force to overwrite it")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {output}: {exc.strerror or exc}; choose another --output") from None
 
 
 def run_names(runs: list[Path]) -> list[str]:
