@@ -95,6 +95,21 @@ def export_command(
     _exit(run_export(request, ctx.args))
 
 
+@app.command("explain")
+def explain_command(
+    runs: list[Path] = typer.Argument(..., help="Run folders (a grid per backbone and dataset)."),
+    images: int = typer.Option(8, "--images", help="Images: the first N of a seeded, class-balanced selection."),
+    split: str = typer.Option("test", "--split", help="test, or val when the runs held out a validation split."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output folder (default: RUN/explain/)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
+    checkpoint: str = WHICH_CHECKPOINT,
+) -> None:
+    """Where models look (Grad-CAM) and whether each attention module attends or only scales (needs captum)."""
+    from namexp.explain.command import ExplainRequest, run_explain
+
+    _exit(run_explain(ExplainRequest(runs, images, split, output, force, checkpoint)))
+
+
 @app.command(context_settings=OVERRIDES)
 def info(
     ctx: typer.Context,

@@ -14,12 +14,15 @@ TENSORBOARD_DIR = "tb"
 EVALS_DIR = "evals"
 ANALYSIS_DIR = "analysis"
 EXPORTS_DIR = "exports"
+EXPLAIN_DIR = "explain"
 ANALYSIS_RECORD_FILE = "analysis.json"  # inside ANALYSIS_DIR
 NAM_WEIGHTS_FILE = "nam_weights.json"  # in the run folder (train) and in ANALYSIS_DIR (analyze)
 LOG_FILE = "train.log"
 SWEEP_FILE = "multirun.yaml"  # Hydra's record of a sweep, in the sweep folder
 # Folders inside a run that never hold another run (compare does not search them).
-RUN_SUBDIRS = frozenset({CHECKPOINTS_DIR, TENSORBOARD_DIR, EVALS_DIR, ANALYSIS_DIR, EXPORTS_DIR, "__pycache__"})
+RUN_SUBDIRS = frozenset(
+    {CHECKPOINTS_DIR, TENSORBOARD_DIR, EVALS_DIR, ANALYSIS_DIR, EXPORTS_DIR, EXPLAIN_DIR, "__pycache__"}
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ class RunFolder:
     @property
     def exports(self) -> Path:
         return self.path / EXPORTS_DIR
+
+    @property
+    def explain(self) -> Path:
+        return self.path / EXPLAIN_DIR
 
     @property
     def analysis_record(self) -> Path:

@@ -1,0 +1,145 @@
+"""`namexp explain RUN...`: attention diagnostics per site, a Grad-CAM grid, and the images in TensorBoard.
+
+Every run is shown the same images: the first N of a fixed, seeded, class-balanced selection of its split
+(``namexp.explain.images``). Runs with another backbone or dataset go to a grid of their own, never mixed.
+Outputs go to ``<run>/explain/`` (one run) or ``--output DIR``; existing ones stay unless ``--force``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from namexp.errors import UserError
+from namexp.explain.gates import SiteGate
+from namexp.explain.grid import RunCams
+from namexp.run.layout import RunFolder
+
+OUTPUT_FILES = ("diagnostics.json", "diagnostics.md")
+TB_TAG = "explain/gradcam"
+
+
+@dataclass(frozen=True)
+class ExplainRequest:
+    runs: list[Path]
+    images: int = 8
+    split: str = "test"
+    output: Path | None = None
+    force: bool = False
+    which: str = "last"
+
+    def validate(self) -> None:
+        if not self.runs:
+            raise UserError("give at least one run folder")
+        if self.images < 1:
+            raise UserError(f"--images {self.images} is not valid: give a positive number of images")
+        if self.split not in ("test", "val"):
+            raise UserError(f"--split {self.split} is not valid: use test or val")
+        for run in self.runs:
+            folder = RunFolder(run.expanduser())
+            if not (folder.record.is_file() and folder.checkpoints.is_dir()):
+                raise UserError(f"{run} is not a run folder (no record.json and checkpoints/): give a run's folder")
+        if self.output is None and len(self.runs) > 1:
+            raise UserError("several runs: give --output DIR for the shared outputs")
+
+
+@dataclass
+class Group:
+    """Runs that share a backbone and a dataset: one grid."""
+
+    key: tuple
+    images: object = None
+    labels: object = None
+    classes: list[str] = field(default_factory=list)
+    columns: list[RunCams] = field(default_factory=list)
+    folders: list[RunFolder] = field(default_factory=list)
+
+
+def output_dir(request: ExplainRequest) -> Path:
+    return (request.output or RunFolder(request.runs[0].expanduser()).explain).expanduser()
+
+
+def claim_output(output: Path, force: bool) -> None:
+    """Refuse existing outputs without --force. The folder is made only when the first file is written, so a
+    refused command (bad images, a damaged checkpoint) leaves nothing behind."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file: give a folder")
+    existing = [p for p in (*(output / n for n in OUTPUT_FILES), *output.glob("gradcam*.png")) if p.exists()]
+    if existing and not force:
+        raise UserError(f"{existing[0]} already exists: choose another --output or add --force to overwrite it")
+
+
+def run_names(runs: list[Path]) -> list[str]:
+    """Folder names, or the paths given when two share a name (numbered when a run is given twice)."""
+    names = [run.expanduser().resolve().name for run in runs]
+    if len(set(names)) < len(names):
+        names = [str(run) for run in runs]
+    if len(set(names)) < len(names):
+        names = [f"{name} #{i}" for i, name in enumerate(names, start=1)]
+    return names
+
+
+def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict) -> list[SiteGate]:
+    """Diagnostics of one run; its Grad-CAM column goes into the group of its backbone and dataset."""
+    from namexp.explain.gates import diagnose
+    from namexp.explain.gradcam import gradcam, predictions
+    from namexp.explain.images import select_images
+    from namexp.run.load import load_run
+
+    loaded = load_run(run, [], request.which)
+    cfg, model = loaded.cfg, loaded.model
+    key = (cfg.backbone.name, cfg.data.name, cfg.data.num_classes, cfg.data.image_size)
+    group = groups.setdefault(key, Group(key))
+    if group.images is None:
+        group.images, group.labels, group.classes = select_images(cfg, loaded.device, request.images, request.split)
+    images = group.images.to(loaded.device)
+    sites = diagnose(model, images)
+    predicted, confidence = predictions(model, images)
+    group.columns.append(RunCams(name, gradcam(model, images, predicted), predicted, confidence))
+    group.folders.append(RunFolder(run.expanduser()))
+    return sites
+
+
+def grid_name(group: Group, index: int, several: bool) -> str:
+    """gradcam.png, or with several groups gradcam_<n>_<backbone>_<data>.png (n: the group's order, from 1)."""
+    backbone, data = group.key[0].replace("/", "-"), group.key[1]
+    return f"gradcam_{index}_{backbone}_{data}.png" if several else "gradcam.png"
+
+
+def write_grids(output: Path, groups: dict) -> list[Path]:
+    from namexp.analysis.report import figure_array, png_bytes
+    from namexp.explain.grid import render_grid
+    from namexp.explain.report import log_images
+    from namexp.files import write_atomic
+
+    written = []
+    for index, group in enumerate(groups.values(), start=1):
+        fig = render_grid(group.images, group.labels, group.classes, group.columns)
+        path = output / grid_name(group, index, len(groups) > 1)
+        data = png_bytes(fig)
+        write_atomic(path, lambda f, data=data: f.write(data), binary=True)
+        image = figure_array(fig)
+        for folder in group.folders:
+            log_images(folder.tensorboard, TB_TAG, image)
+        written.append(path)
+    return written
+
+
+def run_explain(request: ExplainRequest) -> int:
+    from namexp.explain.gradcam import require_captum
+    from namexp.explain.report import print_diagnostics, write_diagnostics
+
+    request.validate()
+    require_captum()
+    output = output_dir(request)
+    claim_output(output, request.force)
+    groups: dict = {}
+    diagnostics = {
+        name: explain_one(run, name, request, groups) for run, name in zip(request.runs, run_names(request.runs))
+    }
+    meta = {"images": request.images, "split": request.split, "checkpoint": request.which}
+    write_diagnostics(output, diagnostics, meta)
+    grids = write_grids(output, groups)
+    print_diagnostics(diagnostics)
+    print(f"wrote {output / 'diagnostics.json'}, {output / 'diagnostics.md'}, {', '.join(str(g) for g in grids)}")
+    return 0

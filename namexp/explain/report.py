@@ -1,0 +1,88 @@
+"""The diagnostics written and shown: diagnostics.json, diagnostics.md, a rich table, TensorBoard images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from namexp.explain.gates import CONSTANT_RANGE, SiteGate
+from namexp.files import write_text_atomic
+from namexp.tables import markdown_table
+
+HEADERS = (
+    "run",
+    "site",
+    "attention",
+    "mean",
+    "std ch",
+    "std pos",
+    "std img",
+    "5-95 %",
+    "±0.01",
+    "|a|·std x",
+    "verdict",
+)
+
+
+def _row(run: str, s: SiteGate) -> list[str]:
+    slope = "" if s.slope_x_std is None else f"{s.slope_x_std:.3g}"
+    return [
+        run,
+        s.site,
+        s.module,
+        f"{s.mean:.3f}",
+        f"{s.std_channels:.2g}",
+        f"{s.std_positions:.2g}",
+        f"{s.std_images:.2g}",
+        f"{s.p05:.3f}-{s.p95:.3f}",
+        f"{100 * s.near_mean:.0f} %",
+        slope,
+        s.verdict,
+    ]
+
+
+def rows(diagnostics: dict[str, list[SiteGate]]) -> list[list[str]]:
+    return [_row(run, s) for run, sites in diagnostics.items() for s in sites]
+
+
+def write_diagnostics(output: Path, diagnostics: dict[str, list[SiteGate]], meta: dict) -> None:
+    record = {**meta, "constant_range": CONSTANT_RANGE, "runs": {}}
+    for run, sites in diagnostics.items():
+        record["runs"][run] = [s.to_record() for s in sites]
+    write_text_atomic(output / "diagnostics.json", json.dumps(record, indent=2) + "\n")
+    lines = [
+        "# Attention diagnostics",
+        "",
+        f"Gate = output / input of each attention module on {meta['images']} {meta['split']} images. "
+        f'A site is "constant scale" when its gate\'s 5-95 % range is below {CONSTANT_RANGE}, else "selects".',
+        "",
+        *markdown_table(HEADERS, rows(diagnostics)),
+    ]
+    write_text_atomic(output / "diagnostics.md", "\n".join(lines) + "\n")
+
+
+def print_diagnostics(diagnostics: dict[str, list[SiteGate]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    skip = 1 if len(diagnostics) == 1 else 0  # one run: no run column
+    table = Table(title=f"Attention gates (constant scale: 5-95 % range < {CONSTANT_RANGE})")
+    for header in HEADERS[skip:]:
+        table.add_column(header, no_wrap=header in ("site", "verdict"))
+    for row in rows(diagnostics):
+        table.add_row(*row[skip:])
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)  # piped: a full-width table, not a truncated one
+    console.print(table)
+
+
+def log_images(tb_dir: Path, tag: str, image) -> None:
+    """`image` (H, W, 3) uint8 into a new events file in the run's tb/ folder."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(tb_dir))
+    try:
+        writer.add_image(tag, image, 0, dataformats="HWC")
+    finally:
+        writer.close()

@@ -1,0 +1,140 @@
+"""namexp explain: gate diagnostics tell a constant scale from a selecting gate, Grad-CAM is deterministic and
+image-sized, and the command writes its outputs, logs to TensorBoard and refuses bad input in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from helpers import TINY_SYNTHETIC, one_error_line, run_inproc, train_once
+from namexp.explain.gates import diagnose, gate_ratio, summarise
+from namexp.explain.gradcam import gradcam
+from namexp.explain.images import balanced_order
+from namexp.models import build_model
+from namexp.models.attention.baselines import HalfScale
+from namexp.models.attention.nam import NAMChannel
+
+
+class SteepGate(nn.Module):
+    """x · sigmoid(10·x): a gate that varies strongly with its input."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(10 * x)
+
+
+def site_summary(module: nn.Module, channels: int = 16):
+    module.eval()
+    x = torch.randn(8, channels, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return summarise("s", "m", gate_ratio(x, module(x)))
+
+
+def test_constant_and_varying_gates_get_their_verdicts():
+    assert site_summary(HalfScale(16)).verdict == "constant scale"
+    assert site_summary(HalfScale(16)).mean == pytest.approx(0.5)
+    nam = site_summary(NAMChannel(256), channels=256)  # at init: sigmoid(x̂ / C) ≈ 0.5
+    assert nam.verdict == "constant scale" and abs(nam.mean - 0.5) < 0.01
+    steep = site_summary(SteepGate())
+    assert steep.verdict == "selects" and steep.p95 - steep.p05 > 0.5 and steep.std_positions > 0.1
+
+
+def test_diagnose_reports_every_site_and_nam_slope():
+    torch.manual_seed(0)
+    model = build_model("resnet20", "nam", num_classes=10, image_size=32).eval()
+    sites = diagnose(model, torch.randn(4, 3, 32, 32))
+    assert len(sites) == 9 and all(s.slope_x_std is not None and s.slope_x_std < 0.2 for s in sites)
+    half = diagnose(build_model("resnet20", "half", num_classes=10, image_size=32).eval(), torch.randn(2, 3, 32, 32))
+    assert {s.verdict for s in half} == {"constant scale"} and all(s.slope_x_std is None for s in half)
+
+
+def test_balanced_order_is_round_robin_and_seeded():
+    labels = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    order = balanced_order(labels)
+    assert [int(labels[i]) for i in order[:6]] == [0, 1, 2, 0, 1, 2]
+    assert order == balanced_order(labels) and sorted(order) == list(range(9))
+
+
+def test_gradcam_is_deterministic_and_image_sized():
+    torch.manual_seed(0)
+    model = build_model("resnet20", "se", num_classes=10, image_size=32).eval()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    targets = torch.tensor([0, 1, 2])
+    first, second = gradcam(model, images, targets), gradcam(model, images, targets)
+    assert first.shape == (3, 32, 32) and torch.equal(first, second)
+    assert float(first.min()) >= 0 and float(first.max()) <= 1
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("explain")
+    return train_once(base, base / "run", [*TINY_SYNTHETIC, "trainer.epochs=1"])
+
+
+def test_explain_writes_outputs_and_tensorboard_images(tiny_run, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_inproc(["explain", str(tiny_run), "--images", "4"], capsys)
+    assert result.code == 0, result.err
+    out = tiny_run / "explain"
+    record = json.loads((out / "diagnostics.json").read_text())
+    sites = record["runs"]["run"]
+    assert len(sites) == 9 and all(s["verdict"] in ("constant scale", "selects") for s in sites)
+    assert all(s["slope_x_std"] is not None for s in sites)
+    assert "verdict" in (out / "diagnostics.md").read_text()
+    assert (out / "gradcam.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = EventAccumulator(str(tiny_run / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert "explain/gradcam" in events.Tags()["images"]
+
+    before = (out / "diagnostics.json").read_bytes()
+    refused = run_inproc(["explain", str(tiny_run), "--images", "2"], capsys)
+    assert "already exists" in one_error_line(refused) and (out / "diagnostics.json").read_bytes() == before
+    other = tmp_path / "two"
+    both = run_inproc(["explain", str(tiny_run), str(tiny_run), "--images", "2", "-o", str(other)], capsys)
+    assert both.code == 0, both.err
+    assert len(json.loads((other / "diagnostics.json").read_text())["runs"]) == 2
+    assert [p.name for p in other.glob("*.png")] == ["gradcam.png"]
+
+
+def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
+    small = train_once(
+        tmp_path, tmp_path / "small", [*TINY_SYNTHETIC, "attention=half", "data.image_size=16", "trainer.epochs=1"]
+    )
+    out = tmp_path / "out"
+    result = run_inproc(["explain", str(tiny_run), str(small), "--images", "2", "-o", str(out)], capsys)
+    assert result.code == 0, result.err
+    grids = sorted(p.name for p in out.glob("*.png"))
+    assert grids == ["gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png"]
+    sites = json.loads((out / "diagnostics.json").read_text())["runs"]["small"]
+    assert {s["verdict"] for s in sites} == {"constant scale"} and {s["module"] for s in sites} == {"half"}
+
+
+BAD_OPTIONS = {  # the options given -> what the one error line says
+    "--images 0": "--images 0",
+    "--images 100000": "out of range",
+    "--split train": "--split train",
+    "--checkpoint worst": "--checkpoint worst",
+}
+
+
+@pytest.mark.parametrize("options", BAD_OPTIONS)
+def test_bad_options_get_one_line(tiny_run, tmp_path, capsys, options):
+    result = run_inproc(["explain", str(tiny_run), *options.split(), "-o", str(tmp_path / "out")], capsys)
+    assert BAD_OPTIONS[options] in one_error_line(result)
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_run_folder_gets_one_line(tmp_path, capsys):
+    assert "not a run folder" in one_error_line(run_inproc(["explain", str(tmp_path)], capsys))
+
+
+def test_missing_captum_names_the_extra(tiny_run, tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    result = run_inproc(["explain", str(tiny_run), "-o", str(tmp_path / "out")], capsys)
+    assert "pip install 'namexp[explain]'" in one_error_line(result)
