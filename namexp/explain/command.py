@@ -95,7 +95,10 @@ def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict) -> 
     images = group.images.to(loaded.device)
     sites = diagnose(model, images)
     predicted, confidence = predictions(model, images)
-    group.columns.append(RunCams(name, gradcam(model, images, predicted), predicted, confidence))
+    # The map of the true class (what the readers compare across modules), whatever was predicted;
+    # the column is named by what tells runs apart: the attention type, then the folder.
+    cams = gradcam(model, images, group.labels.to(loaded.device))
+    group.columns.append(RunCams(f"{cfg.attention.name} ({name})", cams, predicted, confidence))
     group.folders.append(RunFolder(run.expanduser()))
     return sites
 
