@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from namexp.bench.plan import BASELINE, compose_run, parse_attentions
+from namexp.bench.plan import BASELINE, compose_run, is_attention_override, parse_attentions
 from namexp.bench.timing import rotate, timed
 from namexp.errors import UserError
 
@@ -74,7 +74,7 @@ def build_deploy_contenders(options: BenchOptions, overrides: list[str], tmp: Pa
 
     contenders, device = [], None
     for choice in parse_attentions(options.attentions):
-        cfg = compose_run([o for o in overrides if not o.startswith("attention")] + choice.overrides())
+        cfg = compose_run([o for o in overrides if not is_attention_override(o)] + choice.overrides())
         device = device or runtime.device_for(cfg.trainer)
         status.print(f"[dim]building {cfg.backbone.name} + {choice.label}: eager, folded, ONNX...[/dim]")
         runtime.seed_everything(cfg.seed)

@@ -77,7 +77,7 @@ def plan_bench(options: BenchOptions, overrides: list[str], argv: list[str], val
     run = compose_run(overrides)
     notes = fit_to_steps(run, options)
     # Each attention of the overhead list: the same overrides, with its own attention group and options.
-    base = [o for o in overrides if not _is_attention_override(o)]
+    base = [o for o in overrides if not is_attention_override(o)]
     attention_runs = [(c, compose_run(base + c.overrides())) for c in choices]
     return BenchPlan(options, run, attention_runs, notes, argv)
 
@@ -160,6 +160,6 @@ def fit_to_steps(run: RunConfig, options: BenchOptions) -> list[str]:
     return notes
 
 
-def _is_attention_override(override: str) -> bool:
+def is_attention_override(override: str) -> bool:
     key = override.split("=", 1)[0].lstrip("+~")
     return key == "attention" or key.startswith("attention.")
