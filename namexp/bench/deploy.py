@@ -117,6 +117,7 @@ def _call(runner, images, n: int) -> None:
 
 def deploy_record(contenders, cfg, device, options, batches, argv) -> dict[str, Any]:
     from namexp.bench.record import machine_description
+    from namexp.export.formats import onnx_providers
 
     base = next(c for c in contenders if c.label == BASELINE)
     rows = []
@@ -137,13 +138,6 @@ def deploy_record(contenders, cfg, device, options, batches, argv) -> dict[str, 
         "settings": {"batches": batches, "repeats": options.repeats, "steps": options.steps, "warmup": options.warmup},
         "onnxruntime_providers": providers, "rows": rows, "machine": machine_description(device),
     }  # fmt: skip
-
-
-def onnx_providers() -> list[str]:
-    """The providers namexp.export.formats.onnx_session runs on here."""
-    import onnxruntime
-
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
 
 
 def deploy_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[list[str]], str]]:

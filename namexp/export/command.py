@@ -24,7 +24,7 @@ from rich.table import Table
 from namexp.errors import UserError
 from namexp.export.check import check_export, describe_failure, random_inputs
 from namexp.export.formats import ExportFormat, ExportOptions, get_format
-from namexp.files import new_file_mode, write_text_atomic
+from namexp.files import check_output, new_file_mode, write_text_atomic
 
 DEFAULT_CHECK_IMAGES = 256
 
@@ -70,11 +70,8 @@ def claim_output(output: Path, force: bool, fmt: ExportFormat) -> None:
         raise UserError(f"--output {output} is a run's own file: write the export elsewhere (default: RUN/exports/)")
     if not output.name.endswith(fmt.suffix):
         raise UserError(f"--output {output}: --format {fmt.name} writes a {fmt.suffix} file, name it so")
-    if output.is_dir():
-        raise UserError(f"--output {output} is a folder: give a file path (e.g. {output / 'model.onnx'})")
     for path in (output, check_record_path(output)):
-        if path.exists() and not force:
-            raise UserError(f"{path} already exists: choose another --output or add --force to overwrite it")
+        check_output(path, force, f"model{fmt.suffix}")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -94,6 +94,7 @@ def fold_for_inference(model: nn.Module) -> nn.Module:
     except Exception as exc:  # torch.fx: a forward with data-dependent control flow cannot be traced
         raise ValueError(f"the model cannot be folded (torch.fx could not trace it: {str(exc)[:120]})") from None
     left = count_batchnorms(folded)
-    folded.folding = {"nam_gates": gates, "batchnorms_folded": after_gates - left, "batchnorms_left": left}
-    folded.folding["batchnorms_total"] = before
+    folded.folding = {
+        "nam_gates": gates, "batchnorms_folded": after_gates - left, "batchnorms_left": left, "batchnorms_total": before,
+    }  # fmt: skip
     return folded.eval()

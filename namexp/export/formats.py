@@ -84,13 +84,19 @@ def _write_onnx(model: nn.Module, example: Tensor, path: Path, options: ExportOp
     return {"opset": next((o.version for o in opsets if o.domain in ("", "ai.onnx")), None)}
 
 
-def onnx_session(path: Path):
-    """An ONNX Runtime session on the best provider here (CUDA when ONNX Runtime has it, else the CPU)."""
+def onnx_providers() -> list[str]:
+    """The ONNX Runtime providers namexp runs on here, best first: CUDA when ONNX Runtime has it, the CPU."""
     import onnxruntime
 
     wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
-    providers = [p for p in wanted if p in onnxruntime.get_available_providers()]
-    return onnxruntime.InferenceSession(str(path), providers=providers)
+    return [p for p in wanted if p in onnxruntime.get_available_providers()]
+
+
+def onnx_session(path: Path):
+    """An ONNX Runtime session on the best provider here."""
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=onnx_providers())
 
 
 def _load_onnx(path: Path) -> Runner:
