@@ -164,27 +164,18 @@ def deploy_tables(result: dict[str, Any]) -> list[tuple[str, list[str], list[lis
 
 
 def publish_deploy(result: dict[str, Any], console: Console, output: Path | None) -> None:
-    import json
+    from namexp.bench.publish import markdown_report, print_tables, write_output
 
-    from rich.table import Table
-
-    from namexp.files import write_text_atomic
-    from namexp.tables import markdown_table
-
-    s = result["settings"]
-    lines = ["# namexp bench --deploy", "", f"`{result['command']}`", "", result["created"], ""]
-    lines += [f"{s['repeats']} rounds (medians), max(1, {s['steps']} // batch) calls per round; ONNX Runtime on "
-              f"{', '.join(result['onnxruntime_providers'])}.", ""]  # fmt: skip
-    for title, columns, rows, caption in deploy_tables(result):
-        table = Table(*columns, title=title, caption=caption)
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-        lines += [f"## {title}", "", *markdown_table(columns, rows), "", caption, ""]
-    lines += ["## machine", "", "```json", json.dumps(result["machine"], indent=2), "```", ""]
+    s, tables = result["settings"], deploy_tables(result)
+    print_tables(console, tables)
     if output is not None:
-        text = "\n".join(lines) if output.suffix.lower() == ".md" else json.dumps(result, indent=2) + "\n"
-        write_text_atomic(output, text)
+        intro = [
+            result["created"],
+            "",
+            f"{s['repeats']} rounds (medians), max(1, {s['steps']} // batch) calls per round; ONNX Runtime on "
+            f"{', '.join(result['onnxruntime_providers'])}.",
+        ]
+        write_output(output, result, markdown_report("namexp bench --deploy", intro, tables, result))
         console.print(f"wrote {output}")
 
 

@@ -97,14 +97,18 @@ def machine_line(result: dict[str, Any]) -> str:
     )
 
 
-def print_report(console: Console, result: dict[str, Any]) -> None:
-    for title, columns, rows, caption in report_tables(result):
+def print_tables(console: Console, tables: list[ReportTable]) -> None:
+    for title, columns, rows, caption in tables:
         table = Table(title=title, caption=caption)
         for i, col in enumerate(columns):
             table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
         for row in rows:
             table.add_row(*row)
         console.print(table)
+
+
+def print_report(console: Console, result: dict[str, Any]) -> None:
+    print_tables(console, report_tables(result))
     console.print(f"[dim]{machine_line(result)}[/dim]")
     s = result["settings"]
     console.print(
@@ -115,19 +119,31 @@ def print_report(console: Console, result: dict[str, Any]) -> None:
         console.print(f"[yellow]note:[/yellow] {note}")
 
 
-def render_markdown(result: dict[str, Any]) -> str:
-    lines = ["# namexp bench", "", f"`{result['command']}`", "", f"{result['created']}: {machine_line(result)}", ""]
-    s = result["settings"]
-    lines += [f"{s['steps']} timed steps x {s['repeats']} repeats (medians) after {s['warmup']} warm-up steps.", ""]
-    for title, columns, rows, caption in report_tables(result):
+def markdown_report(heading: str, intro: list[str], tables: list[ReportTable], result: dict[str, Any]) -> str:
+    """A bench report as Markdown: heading, command, intro lines, the tables, notes, the machine."""
+    lines = [f"# {heading}", "", f"`{result['command']}`", "", *intro, ""]
+    for title, columns, rows, caption in tables:
         lines += [f"## {title}", "", *markdown_table(columns, rows), "", caption, ""]
-    if result["notes"]:
+    if result.get("notes"):
         lines += ["## notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
     lines += ["## machine", "", "```json", json.dumps(result["machine"], indent=2), "```", ""]
     return "\n".join(lines)
 
 
-def write_output(path: Path, result: dict[str, Any]) -> None:
+def render_markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    intro = [
+        f"{result['created']}: {machine_line(result)}",
+        "",
+        f"{s['steps']} timed steps x {s['repeats']} repeats (medians) after {s['warmup']} warm-up steps.",
+    ]
+    return markdown_report("namexp bench", intro, report_tables(result), result)
+
+
+def write_output(path: Path, result: dict[str, Any], markdown: str | None = None) -> None:
     """The suffix picks the format (plan.check_bench_output allowed only .json and .md)."""
-    text = render_markdown(result) if path.suffix.lower() == ".md" else json.dumps(result, indent=2) + "\n"
+    if path.suffix.lower() == ".md":
+        text = markdown if markdown is not None else render_markdown(result)
+    else:
+        text = json.dumps(result, indent=2) + "\n"
     write_text_atomic(path, text)
