@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from namexp.config.launch import translate_errors
 from namexp.config.validate import to_run_config
-from namexp.train.runtime import dist_from_env
+from namexp.train.runtime import dist_from_env, init_process_group
 
 log = logging.getLogger("namexp")
 
@@ -30,6 +30,9 @@ def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last")
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     with translate_errors():
         run_cfg = to_run_config(cfg)
+    d = dist_from_env()
+    if not d.is_main:
+        quiet_non_main_rank()
     choices = {
         k: str(v)
         for k, v in OmegaConf.to_container(hydra_cfg.runtime.choices).items()
@@ -44,6 +47,25 @@ def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last")
         resume=resume or multirun,
         resume_from=resume_from,
         job_num=hydra_cfg.job.num if multirun else None,
-        dist=dist_from_env(),
+        dist=d,
     )
-    return train(run_cfg, ctx)
+    # A sweep job run by several Slurm tasks (tasks_per_node > 1) sets up its own process group; a single run
+    # under torchrun or srun already has one (command.py), and keeps it.
+    created = init_process_group(d)
+    try:
+        return train(run_cfg, ctx)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def quiet_non_main_rank() -> None:
+    """Only rank 0 writes train.log: the other ranks' file handlers go, and their console shows warnings only."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+            handler.close()
+    root.setLevel(logging.WARNING)
