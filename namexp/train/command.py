@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from namexp.config import launch
 from namexp.config.validate import to_run_config
 from namexp.errors import UserError
-from namexp.run import claim
+from namexp.run import claim, lease
 from namexp.run.layout import RunFolder
 from namexp.run.load import resume_target, saved_overrides
 from namexp.train.runtime import dist_from_env, init_process_group, resolve_device
@@ -63,6 +63,7 @@ def _single(app, overrides: list[str], resume: Path | None, resume_from: str = "
     resolve_device(run_cfg.trainer.device, d)  # no CUDA here: say so before a run folder exists
     if resume is not None:
         run_dir = resume
+        lease.refuse_if_live(run_dir)  # before Hydra opens its log (every rank reads it, so all stop together)
         overrides = overrides + ["hydra.output_subdir=null"]  # keep the run's own .hydra
     elif d.is_main:
         wanted = launch.resolve_dir(cfg, "hydra.run.dir")
