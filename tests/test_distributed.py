@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import copy_or_write_cifar100
-from helpers import TINY, read_checkpoint, read_record, run_inproc
+from helpers import TINY, TINY_SYNTHETIC, one_error_line, read_checkpoint, read_record, run_inproc
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 
@@ -116,6 +116,47 @@ def test_srun_tasks_train_one_ddp_run_like_torchrun(torchrun_reference, tmp_path
     assert record["status"] == "completed" and record["environment"]["world_size"] == 2
     assert_same_training(run, torchrun_reference)
     assert_one_copy_of_each_log_line(run)
+
+
+def test_trainer_devices_2_trains_one_ddp_run_like_torchrun(torchrun_reference, tmp_path, capsys):
+    """torch's own launcher starts the two processes; the result is torchrun's."""
+    run = tmp_path / "devices"
+    data = torchrun_reference.parent / "data"
+    result = run_inproc(["train", *DDP_RECIPE, "trainer.devices=2", f"data.root={data}", f"hydra.run.dir={run}"],
+                        capsys)  # fmt: skip
+    assert result.code == 0, result.err
+    assert read_record(run)["status"] == "completed"
+    assert_same_training(run, torchrun_reference)
+    assert_one_copy_of_each_log_line(run)
+
+
+def test_a_local_sweep_with_trainer_devices_2_runs_each_job_as_a_2_process_run(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    result = run_inproc(
+        ["train", "-m", *TINY_SYNTHETIC, "trainer.epochs=1", "trainer.devices=2", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+        capsys,
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    for job in ("0", "1"):
+        record = read_record(sweep / job)
+        assert record["status"] == "completed" and record["world_size"] == 2 and record["seed"] == int(job)
+        assert_one_copy_of_each_log_line(sweep / job)
+    assert (sweep / "comparison.md").is_file()
+
+
+def test_trainer_devices_that_cannot_be_honoured_are_one_line_errors(tmp_path, capsys):
+    from namexp.config.schema import TrainerConfig
+    from namexp.errors import UserError
+    from namexp.train.devices import check_devices
+    from namexp.train.runtime import Dist
+
+    error = one_error_line(run_inproc(["train", *TINY_SYNTHETIC, "trainer.devices=0"], capsys))
+    assert "trainer.devices=0" in error and ">= 1" in error
+    assert not (tmp_path / "runs").exists()
+    with pytest.raises(UserError, match="already one of 2 .*set trainer.devices=1"):
+        check_devices(TrainerConfig(devices=2), Dist(0, 0, 2))  # under torchrun or srun
+    with pytest.raises(UserError, match="set trainer.device=auto"):
+        check_devices(TrainerConfig(devices=2, device="cuda:1"), Dist())
 
 
 def test_slurm_environment_gives_rank_world_size_and_rendezvous():

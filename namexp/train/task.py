@@ -59,6 +59,11 @@ def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last")
         # One writer per folder: rank 0 holds its lease while it trains (a sweep job resumed while its folder
         # is trained elsewhere is refused here, and reported by the sweep, not trained twice).
         with folder_lease(ctx.run_dir, d):
+            if run_cfg.trainer.devices > 1:  # this process waits; trainer.devices workers train (devices.py)
+                from namexp.train.devices import check_devices, train_on_devices
+
+                check_devices(run_cfg.trainer, d)
+                return train_on_devices(run_cfg, ctx)
             return train(run_cfg, ctx)
     finally:
         if created:
