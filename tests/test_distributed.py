@@ -76,6 +76,7 @@ def test_ddp_training_writes_one_run_and_matches_a_single_process_run(torchrun_r
     single_run, cifar100_root = tmp_path / "single", torchrun_reference.parent / "data"
     ddp = read_record(torchrun_reference)
     assert ddp["status"] == "completed" and ddp["world_size"] == 2 and ddp["environment"]["world_size"] == 2
+    assert ddp["environment"]["distributed_backend"] == "gloo"
     assert_one_copy_of_each_log_line(torchrun_reference)
 
     result = run_inproc(["train", *DDP_RECIPE, f"data.root={cifar100_root}", f"hydra.run.dir={single_run}"], capsys)
@@ -174,6 +175,9 @@ def test_slurm_environment_gives_rank_world_size_and_rendezvous():
     assert dist_from_env({**slurm, "WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}).world_size == 2
     assert not dist_from_env({k: v for k, v in slurm.items() if k != "SLURM_STEP_ID"}).enabled
     assert not dist_from_env({**slurm, "SLURM_NTASKS": "1"}).enabled
+    # torchrun --nproc_per_node=1 is a (one-process) DDP run: the 1-GPU NCCL check of benchmarks/gpu_check.sh
+    one = {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    assert dist_from_env({**one, "TORCHELASTIC_RUN_ID": "x"}).enabled and not dist_from_env(one).enabled
     assert parse_first_host("node[01-03,07],other") == "node01"
     assert parse_first_host("rack[2-3]-n[009-010]") == "rack2-n009"
     assert parse_first_host("localhost") == "localhost"

@@ -33,10 +33,11 @@ class Dist:
     local_rank: int = 0
     world_size: int = 1
     init_method: str = "env://"  # torchrun sets MASTER_ADDR/PORT; under Slurm: tcp://FIRST_HOST:PORT
+    launched: bool = False  # started by torchrun (or trainer.devices): DDP even with one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -47,8 +48,10 @@ def dist_from_env(env: Mapping[str, str] | None = None) -> Dist:
     """torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE) first, else a multi-task Slurm step's (slurm_env.py)."""
     env = os.environ if env is None else env
     if "WORLD_SIZE" in env:
-        world = int(env["WORLD_SIZE"])
-        return Dist(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), world) if world > 1 else Dist()
+        world, launched = int(env["WORLD_SIZE"]), "TORCHELASTIC_RUN_ID" in env  # set by torchrun's agent
+        if world <= 1 and not launched:
+            return Dist()
+        return Dist(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), world, launched=launched)
     if slurm_env.in_slurm_step(env):
         addr, port = slurm_env.rendezvous(env)
         rank, local_rank = int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0"))
