@@ -20,9 +20,12 @@ from namexp.train.runtime import dist_from_env
 log = logging.getLogger("namexp")
 
 
-def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last") -> dict[str, Any]:
+def train_task(
+    cfg: DictConfig, resume: bool = False, resume_from: str = "last", tags=None, on_epoch=None
+) -> dict[str, Any]:
     """One run; `resume` (from --resume, bound with functools.partial) continues the folder's checkpoint,
-    `resume_from` names which one (`previous` for --resume RUN/checkpoints/previous.pt)."""
+    `resume_from` names which one (`previous` for --resume RUN/checkpoints/previous.pt); `tags` and `on_epoch`:
+    see RunContext (namexp tune binds them)."""
     from namexp.train.loop import train
     from namexp.train.setup import RunContext  # torch is imported in the job, not at CLI start-up
 
@@ -45,5 +48,7 @@ def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last")
         resume_from=resume_from,
         job_num=hydra_cfg.job.num if multirun else None,
         dist=dist_from_env(),
+        tags=dict(tags or {}),
+        on_epoch=on_epoch,
     )
     return train(run_cfg, ctx)
