@@ -74,6 +74,9 @@ def run_tune(request: TuneRequest) -> int:
     require_extra()
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, plots, retries
+
     from namexp.config import launch
     from namexp.config.paths import conf_dir
     from namexp.tune import arms as arms_mod
@@ -102,8 +105,6 @@ def run_tune(request: TuneRequest) -> int:
     names = [arms_mod.study_name(name, arm) for arm in arm_list]
     for study_name, objective in zip(names, objectives):
         study.check_definition(storage, study_name, objective)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, plots, retries
     studies = []
     for arm, study_name, objective in zip(arm_list, names, objectives):
         if objective.dropped:

@@ -87,7 +87,8 @@ def plan_objective(
     for param in kept:  # each end of each range (each choice) must be a valid run config
         for value in param.corners():
             try:
-                to_run_config(launch.job_config(launch.compose(app, [*overrides, override(param.key, value)])))
+                with launch.translate_errors():
+                    to_run_config(launch.job_config(launch.compose(app, [*overrides, override(param.key, value)])))
             except UserError as exc:
                 raise UserError(f"search space {param.key}={param.spec}: the value {value} is refused: {exc}") from None
     if metric.startswith("val_") and not run_cfg.data.val_split:

@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from namexp.errors import UserError
@@ -47,13 +47,21 @@ def open_storage(url: str) -> RDBStorage:
             engine_kwargs=engine,
             heartbeat_interval=HEARTBEAT_S,
             grace_period=GRACE_S,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=None, inherit_intermediate_values=True),
+            heartbeat_stale_trial_callback=_retry(),
         )
     except Exception as exc:  # SQLAlchemy's and the drivers' errors have no common type
         message = " ".join(str(exc).split())[:200]
         raise UserError(
             f"cannot open the storage {url}: {message} (give --storage sqlite:///PATH or a reachable RDB URL)"
         ) from None
+
+
+def _retry():
+    """Re-enqueue a dead trial's setting (the retry keeps its params, reports and the first trial's number)."""
+    retry = (
+        getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    )
+    return retry(max_retry=None, inherit_intermediate_values=True)
 
 
 def make_sampler():
@@ -124,9 +132,7 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except Exception:  # another worker failed it first
             continue
-        RetryFailedTrialCallback(max_retry=None, inherit_intermediate_values=True)(
-            study, storage.get_trial(trial._trial_id)
-        )
+        _retry()(study, storage.get_trial(trial._trial_id))
         recovered.append(trial.number)
     optuna.storages.fail_stale_trials(study)
     return recovered
