@@ -61,14 +61,14 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     if best:
         setting = ", ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items())
         lines += [f"Best: trial {best['number']}, {summary['metric']} {_fmt(best['value'])} with {setting}.", ""]
+    lines += ["A pruned trial's value is the last mean it reported, at step seed_index × epochs + epoch.", ""]
     lines += ["| trial | state | value | " + " | ".join(keys) + " | per seed | folder |",
               "| --- " * (len(keys) + 5) + "|"]  # fmt: skip
     for t in summary["trials"]:
         per_seed = ", ".join(_fmt(v) for v in t["seed_values"] or [])
         params = " | ".join(_fmt(t["params"].get(k)) for k in keys)
-        lines.append(
-            f"| {t['number']} | {t['state']} | {_fmt(t['value'])} | {params} | {per_seed} | {t['folder'] or ''} |"
-        )
+        value = _fmt(t["value"]) + (f" (step {t['last_step']})" if t["state"] == "pruned" else "")
+        lines.append(f"| {t['number']} | {t['state']} | {value} | {params} | {per_seed} | {t['folder'] or ''} |")
     return "\n".join(lines) + "\n"
 
 
