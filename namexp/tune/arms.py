@@ -17,6 +17,7 @@ from typing import Any
 from namexp.compare.stats import mean_std, welch_p
 from namexp.errors import UserError
 from namexp.files import write_text_atomic
+from namexp.tune.objective import FINISHED
 from namexp.tune.plan import Objective
 from namexp.tune.runs import train_run, without_key
 from namexp.tune.space import override
@@ -61,6 +62,10 @@ def test_metric(metric: str) -> str:
 
 def retrain_best(arm: Arm, study, objective: Objective, folder: Path, final_seeds: int) -> list[float]:
     """The best trial's setting on fresh seeds (after the tuning seeds); returns each seed's test metric."""
+    if not study.get_trials(deepcopy=False, states=(optuna_state_complete(),)):
+        raise UserError(
+            f"arm {arm.label}: no trial completed (all pruned or failed): raise --trials or use --pruner none"
+        )
     params = study.best_trial.params
     first = objective.seeds[-1] + 1
     overrides = without_key(objective.overrides, "seed") + [override(k, v) for k, v in params.items()]
@@ -74,6 +79,12 @@ def retrain_best(arm: Arm, study, objective: Objective, folder: Path, final_seed
             raise RuntimeError(f"{run_dir} recorded no final {metric}")
         values.append(float(value))
     return values
+
+
+def optuna_state_complete():
+    from optuna.trial import TrialState
+
+    return TrialState.COMPLETE
 
 
 def seeds_needed(a: list[float], b: list[float]) -> float | None:
@@ -103,7 +114,7 @@ def comparison(arms: list[Arm], values: list[list[float]], studies) -> list[dict
         mean, std = mean_std(vals)
         rows.append({"arm": arm.label, "n": len(vals), "mean": mean, "std": std, "values": vals,
                      "best_trial": study.best_trial.number, "best_params": study.best_trial.params,
-                     "best_val": study.best_value, "trials": len(study.trials_finished)})  # fmt: skip
+                     "best_val": study.best_value, "trials": len(study.get_trials(deepcopy=False, states=FINISHED))})  # fmt: skip
     for i, row in enumerate(rows):
         if i == base:
             row.update(baseline=True, delta=None, p=None, p_holm=None, seeds_needed=None)

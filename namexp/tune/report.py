@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,9 @@ def write_plots(study, folder: Path) -> None:
     plots = {"history.png": ovm.plot_optimization_history, "importance.png": ovm.plot_param_importances}
     for name, plot in plots.items():
         try:
-            ax = plot(study)
+            with warnings.catch_warnings():  # equal importances on a flat study: the plot shows it
+                warnings.simplefilter("ignore", UserWarning)
+                ax = plot(study)
         except (ValueError, RuntimeError) as exc:  # too few complete trials for the plot
             log.info("no %s: %s", name, exc)
             continue
