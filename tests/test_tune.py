@@ -224,6 +224,8 @@ def test_arms_get_the_same_trials_and_a_holm_table(capsys):
         (["optim=choice(sgd)"], "choice needs two or more values"),
         (["optim=choice(sgd,bogus)"], "the value bogus is refused"),
         ([LR_SPACE, "--seeds", "0"], "a trial needs at least one seed"),
+        ([LR_SPACE, "--trials", "0"], "a study needs at least one trial"),
+        ([LR_SPACE, "--pruner", "hyperband"], "choose median, halving or none"),
         ([LR_SPACE, "--metric", "val_top7_err"], "is not recorded per epoch"),
         ([LR_SPACE, "data.val_split=0"], "needs a validation split: add data.val_split=N"),
         ([LR_SPACE, "--storage", "sqlite:////nonexistent/folder/study.db"], "cannot open the storage"),

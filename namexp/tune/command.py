@@ -85,6 +85,7 @@ def run_tune(request: TuneRequest) -> int:
 
     if request.trials < 1:
         raise UserError(f"--trials {request.trials}: a study needs at least one trial (e.g. --trials 20)")
+    study.make_pruner(request.pruner, request.trials)  # a bad --pruner before anything exists
     file_entries = space.read_space_file(request.space, conf_dir() / "tune") if request.space else {}
     params, overrides = space.build_space(file_entries, request.overrides)
     arm_list = arms_mod.parse_arms(request.arms, overrides) if request.arms else [None]
