@@ -171,8 +171,11 @@ def _register_package_commands() -> None:
     # compare and analyze are defined in their own packages, beside the code they drive.
     from namexp.analysis.command import analyze
     from namexp.compare.command import compare
+    from namexp.tune.command import OVERRIDES as TUNE_OVERRIDES
+    from namexp.tune.command import tune
 
     app.command("compare")(compare)
+    app.command("tune", context_settings=TUNE_OVERRIDES)(tune)
     app.command("analyze", context_settings=OVERRIDES)(analyze)
 
 

@@ -50,6 +50,14 @@ class Diverged(UserError):
     exit_code = 3
 
 
+class StoppedEarly(Exception):
+    """The run's epoch hook ended it (namexp tune's pruner): the record keeps the hook's status, e.g. pruned."""
+
+    def __init__(self, status: str, message: str):
+        self.status = status
+        super().__init__(message)
+
+
 def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
     d, t = ctx.dist, cfg.trainer
     checkpoint = resume_checkpoint(ctx.folder, ctx.resume_from) if ctx.resume else None  # before any write
@@ -94,6 +102,8 @@ def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
                     save_checkpoint(cfg, ctx, s, best)
                     log_epoch(tb, entry, (epoch + 1) * steps, s.model)
                     progress.epoch_done(epoch_line(entry, t.epochs))
+                if ctx.on_epoch is not None:
+                    ctx.on_epoch(entry)
         if tb is not None:
             finish_logs(tb, record, s.model, t.epochs * steps)
         status = "completed"
@@ -102,6 +112,9 @@ def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
         raise
     except Diverged as exc:
         status, error = "diverged", str(exc)
+        raise
+    except StoppedEarly as exc:
+        status, error = exc.status, str(exc)
         raise
     except WriteFailed as exc:  # a full disk: what was written stays, and the user is told how to go on
         failure = exc.next_step(_way_on(ctx))

@@ -37,6 +37,8 @@ def open_record(cfg: RunConfig, ctx: RunContext, epochs_done: int | None) -> Run
         "environment": None, "eval_split": "test", "selection_split": selection_split(cfg),
         "world_size": ctx.dist.world_size, "num_train": None,
     }  # fmt: skip
+    if ctx.tags:
+        fields["tags"] = dict(ctx.tags)
     if epochs_done is None:
         record = RunRecord(ctx.folder, fields)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ class RunContext:
     resume_from: str = "last"  # "previous": --resume RUN/checkpoints/previous.pt (last.pt is then set aside)
     job_num: int | None = None
     dist: runtime.Dist = runtime.Dist()
+    tags: dict[str, Any] = field(default_factory=dict)  # kept in the record as "tags" (namexp tune: study, trial)
+    on_epoch: Callable[[dict[str, Any]], None] | None = None  # after each recorded epoch; may raise StoppedEarly
 
     @property
     def folder(self) -> RunFolder:

@@ -23,9 +23,12 @@ from namexp.train.runtime import Dist, dist_from_env, init_process_group
 log = logging.getLogger("namexp")
 
 
-def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last") -> dict[str, Any]:
+def train_task(
+    cfg: DictConfig, resume: bool = False, resume_from: str = "last", tags=None, on_epoch=None
+) -> dict[str, Any]:
     """One run; `resume` (from --resume, bound with functools.partial) continues the folder's checkpoint,
-    `resume_from` names which one (`previous` for --resume RUN/checkpoints/previous.pt)."""
+    `resume_from` names which one (`previous` for --resume RUN/checkpoints/previous.pt); `tags` and `on_epoch`:
+    see RunContext (namexp tune binds them)."""
     from namexp.train.loop import train
     from namexp.train.setup import RunContext  # torch is imported in the job, not at CLI start-up
 
@@ -51,6 +54,8 @@ def train_task(cfg: DictConfig, resume: bool = False, resume_from: str = "last")
         resume_from=resume_from,
         job_num=hydra_cfg.job.num if multirun else None,
         dist=d,
+        tags=dict(tags or {}),
+        on_epoch=on_epoch,
     )
     # A sweep job run by several Slurm tasks (tasks_per_node > 1) sets up its own process group; a single run
     # under torchrun or srun already has one (command.py), and keeps it.
