@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, read_checkpoint, read_record
+from test_distributed import DDP_RECIPE, assert_one_copy_of_each_log_line, assert_same_training
+from test_distributed import torchrun_reference  # noqa: F401 (the 2-process torchrun run to compare with)
 from namexp.run.record import read_record as record_if_any
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("slurm_cluster")]
@@ -232,3 +234,17 @@ def test_resume_of_a_sweep_whose_command_died_runs_only_the_unfinished_jobs(tmp_
     assert code == 0, out
     assert epochs_of(sweep / "0") == [1, 2] and read_record(sweep / "0")["status"] == "completed"
     assert final_states(slurm_ids(sweep / "0")["0"]) == ["COMPLETED"]
+
+
+def test_a_job_with_two_tasks_trains_one_ddp_run_like_torchrun(torchrun_reference, tmp_path):
+    """hydra.launcher.tasks_per_node=2: Slurm starts two tasks for the job, which train one 2-process DDP run
+    (ranks from SLURM_PROCID/SLURM_NTASKS) into the job's folder, with torchrun's result."""
+    sweep, data = tmp_path / "sweep", torchrun_reference.parent / "data"
+    args = ["train", "-m", *DDP_RECIPE, *SLURM, "hydra.launcher.tasks_per_node=2", "hydra.launcher.mem_gb=2",
+            f"data.root={data}", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    code, out = finish(namexp(args, tmp_path))
+    assert code == 0, out
+    assert final_states(slurm_ids(sweep)["0"]) == ["COMPLETED"]
+    assert read_record(sweep / "0")["status"] == "completed"
+    assert_same_training(sweep / "0", torchrun_reference)  # world size 2, torchrun's losses and errors
+    assert_one_copy_of_each_log_line(sweep / "0")

@@ -6,7 +6,8 @@ What it adds (`hydra/launcher=slurm` points here):
 - a failed job ends as Slurm state FAILED (Hydra's run_job returns the error; it is re-raised in the job)
   and its train.log says why;
 - a job whose run folder completed, or whose earlier Slurm job is still queued or running, is not submitted
-  again (`--resume SWEEP`): a live one is waited for, so its result still reaches the table;
+  again (`--resume SWEEP`): a live one is waited for, so its result still reaches the table; one whose folder
+  another process holds (its lease) is reported, not trained twice;
 - SIGUSR2 (submitit's preemption and time-out signal) reaches the training loop, which saves a mid-epoch
   checkpoint; then submitit's own handler requeues the job, which resumes from that checkpoint;
 - sbatch's refusals become one-line errors (e.g. gres on a cluster without GPUs).
@@ -85,6 +86,10 @@ class SlurmSweepLauncher(SlurmLauncher):
             elif previous_jobs.live_slurm_job(known.get(idx)):
                 log.info("job %d: Slurm job %s still holds %s; waiting for it instead", idx, known[idx], run_dir)
                 waits[idx] = self._attach(known[idx])
+            elif holder := previous_jobs.held_elsewhere(run_dir):
+                message = f"{run_dir} is being trained by {holder}: not submitted again"
+                log.warning("job %d: %s", idx, message)
+                returns[idx] = JobReturn(overrides=overrides, status=JobStatus.FAILED, _return_value=UserError(message))
             else:
                 to_submit.append((idx, overrides))
         if to_submit:

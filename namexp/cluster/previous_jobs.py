@@ -40,9 +40,8 @@ def is_completed(run_dir: Path, epochs: int) -> bool:
 
 
 def live_slurm_job(slurm_job_id: str | None) -> bool:
-    """Whether an earlier Slurm job of this run folder is still queued or running (it holds the folder).
-
-    The one place that decides "live": a run-folder lease can take its place where there is one."""
+    """Whether an earlier Slurm job of this run folder is still queued or running (it holds, or will hold,
+    the folder's lease: so it is waited for rather than submitted again)."""
     if not slurm_job_id:
         return False
     try:
@@ -52,3 +51,11 @@ def live_slurm_job(slurm_job_id: str | None) -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return any(state.strip() in LIVE_STATES for state in out.splitlines())
+
+
+def held_elsewhere(run_dir: Path) -> str | None:
+    """Who trains the run folder now, when a process outside this sweep's Slurm jobs does (its lease)."""
+    from namexp.run import lease
+
+    info = lease.holder(run_dir)
+    return info.describe() if info is not None and not info.stale else None

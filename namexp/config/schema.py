@@ -92,6 +92,7 @@ class TrainerConfig:
     batch_size: int = 128  # global batch (split across processes under DDP)
     eval_batch_size: int = 512
     device: str = "auto"  # auto (CUDA, then CPU) | cpu | cuda | cuda:N
+    devices: int = 1  # processes (one device each) of one DDP run, started locally by namexp (train/devices.py)
     precision: str = "fp32"  # fp32 | bf16 | fp16 (AMP; fp16 with a gradient scaler)
     channels_last: bool = False
     compile: bool = False  # torch.compile the model

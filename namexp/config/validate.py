@@ -51,6 +51,7 @@ LOWER_BOUNDS = {
     "optim.weight_decay": (0.0, False),
     "trainer.epochs": (1, False),
     "trainer.batch_size": (1, False),
+    "trainer.devices": (1, False),
     "trainer.eval_batch_size": (1, False),
     "trainer.log_interval": (1, False),
     "trainer.num_workers": (0, False),

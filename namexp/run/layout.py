@@ -8,6 +8,7 @@ from pathlib import Path
 RECORD_FILE = "record.json"
 METRICS_FILE = "metrics.csv"
 CLAIM_FILE = ".namexp-run"  # created exclusively by the run that owns the folder
+LEASE_FILE = ".namexp-lease"  # held while a process trains the folder (namexp/run/lease.py)
 HYDRA_DIR = ".hydra"
 CHECKPOINTS_DIR = "checkpoints"
 TENSORBOARD_DIR = "tb"
@@ -42,6 +43,10 @@ class RunFolder:
     @property
     def claim(self) -> Path:
         return self.path / CLAIM_FILE
+
+    @property
+    def lease(self) -> Path:
+        return self.path / LEASE_FILE
 
     @property
     def hydra(self) -> Path:

@@ -23,10 +23,11 @@ from namexp.cluster.launcher import LaunchFailed
 from namexp.config import launch
 from namexp.config.validate import to_run_config
 from namexp.errors import UserError
-from namexp.run import claim
+from namexp.run import claim, lease
 from namexp.run.layout import RunFolder
 from namexp.run.load import resume_target, saved_launcher_overrides, saved_overrides
-from namexp.train.runtime import dist_from_env, init_process_group, resolve_device
+from namexp.train.devices import check_devices
+from namexp.train.runtime import Dist, dist_from_env, init_process_group, resolve_device
 from namexp.train.signals import Interrupted
 from namexp.train.task import train_task
 
@@ -62,10 +63,13 @@ def _single(app, overrides: list[str], resume: Path | None, resume_from: str = "
     cfg = launch.compose(app, overrides)
     run_cfg = to_run_config(launch.job_config(cfg))
     resolve_device(run_cfg.trainer.device, d)  # no CUDA here: say so before a run folder exists
+    check_devices(run_cfg.trainer, d)
     if resume is not None and _through_slurm(cfg):
+        lease.refuse_if_live(resume)  # trained elsewhere right now: no second Slurm job for it
         return _resume_through_launcher(app, overrides, resume, resume_from)
     if resume is not None:
         run_dir = resume
+        lease.refuse_if_live(run_dir)  # before Hydra opens its log (every rank reads it, so all stop together)
         overrides = overrides + ["hydra.output_subdir=null"]  # keep the run's own .hydra
     elif d.is_main:
         wanted = launch.resolve_dir(cfg, "hydra.run.dir")
@@ -162,7 +166,7 @@ def _sweep(app, overrides: list[str], resume: Path | None) -> int:
     jobs = launch.expand_sweep(app, overrides)
     for job_overrides in jobs:  # a typo in the 40th job should not wait for 39 trainings
         try:
-            to_run_config(launch.job_config(launch.compose(app, job_overrides)))
+            check_devices(to_run_config(launch.job_config(launch.compose(app, job_overrides))).trainer, Dist())
         except UserError as exc:
             raise UserError(f"job {' '.join(job_overrides)}: {exc}") from None
     cfg = launch.compose(app, overrides, RunMode.MULTIRUN)

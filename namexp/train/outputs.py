@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from namexp.config.schema import RunConfig
 from namexp.costs import count_flops, count_params
@@ -58,7 +59,8 @@ def describe_run(record: RunRecord, cfg: RunConfig, ctx: RunContext, s: Setup) -
         "params": params, "flops": flops, "macs": flops // 2,
         "placement": placement_record(attention_sites(s.model)),
         "environment": {**environment(device), "precision": t.precision, "channels_last": t.channels_last,
-                        "compile": t.compile, "deterministic": t.deterministic, "world_size": ctx.dist.world_size},
+                        "compile": t.compile, "deterministic": t.deterministic, "world_size": ctx.dist.world_size,
+                        "distributed_backend": dist.get_backend() if dist.is_initialized() else None},
         "num_train": s.data.num_train,
         "data_sizes": s.data.sizes, "data_fingerprint": s.data.fingerprint, "data_source": s.data.source,
     })  # fmt: skip

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from namexp.errors import UserError
-from namexp.train import cpu_memory
+from namexp.train import cpu_memory, slurm_env
 
 log = logging.getLogger(__name__)
 
@@ -26,37 +27,53 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class Dist:
-    """This process's place in a DDP job (rank 0 of 1 without torchrun)."""
+    """This process's place in a DDP job (rank 0 of 1 without torchrun or a multi-task Slurm step)."""
 
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    init_method: str = "env://"  # torchrun sets MASTER_ADDR/PORT; under Slurm: tcp://FIRST_HOST:PORT
+    launched: bool = False  # started by torchrun (or trainer.devices): DDP even with one process
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
 
-def dist_from_env() -> Dist:
-    """Read torchrun's environment variables (RANK, LOCAL_RANK, WORLD_SIZE)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    return Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
+def dist_from_env(env: Mapping[str, str] | None = None) -> Dist:
+    """torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE) first, else a multi-task Slurm step's (slurm_env.py)."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env:
+        world, launched = int(env["WORLD_SIZE"]), "TORCHELASTIC_RUN_ID" in env  # set by torchrun's agent
+        if world <= 1 and not launched:
+            return Dist()
+        return Dist(int(env.get("RANK", "0")), int(env.get("LOCAL_RANK", "0")), world, launched=launched)
+    if slurm_env.in_slurm_step(env):
+        addr, port = slurm_env.rendezvous(env)
+        rank, local_rank = int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", "0"))
+        return Dist(rank, local_rank, int(env["SLURM_NTASKS"]), f"tcp://{addr}:{port}")
+    return Dist()
 
 
-def init_process_group(d: Dist) -> None:
-    """NCCL on GPUs, gloo on the CPU; a no-op outside torchrun or when already initialised."""
+def init_process_group(d: Dist) -> bool:
+    """NCCL on GPUs, gloo on the CPU; True when this call created the group (a no-op outside DDP or when
+    already initialised)."""
     if not d.enabled or dist.is_initialized():
-        return
+        return False
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(d.local_rank)
-    dist.init_process_group(backend=backend)
+        torch.cuda.set_device(local_cuda_index(d))
+    dist.init_process_group(backend=backend, init_method=d.init_method, rank=d.rank, world_size=d.world_size)
+    return True
+
+
+def local_cuda_index(d: Dist) -> int:
+    """This process's GPU: its local rank, wrapped when Slurm shows each task fewer GPUs (--gpus-per-task)."""
+    return d.local_rank % max(torch.cuda.device_count(), 1)
 
 
 def resolve_device(requested: str, d: Dist = Dist(), job_num: int | None = None) -> torch.device:
@@ -77,7 +94,7 @@ def resolve_device(requested: str, d: Dist = Dist(), job_num: int | None = None)
     if not available:  # auto
         return torch.device("cpu")
     if d.enabled:
-        return torch.device("cuda", d.local_rank)
+        return torch.device("cuda", local_cuda_index(d))
     # A sweep's parallel jobs share the GPUs round-robin.
     return torch.device("cuda", (job_num or 0) % torch.cuda.device_count())
 
