@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+import test_distributed as ddp_tests
 
 from helpers import TINY, read_checkpoint, read_record
-from test_distributed import DDP_RECIPE, assert_one_copy_of_each_log_line, assert_same_training
-from test_distributed import torchrun_reference  # noqa: F401 (the 2-process torchrun run to compare with)
 from namexp.run.record import read_record as record_if_any
 
+DDP_RECIPE = ddp_tests.DDP_RECIPE
+torchrun_reference = ddp_tests.torchrun_reference  # the 2-process torchrun run the Slurm job is compared with
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("slurm_cluster")]
 
 # One CPU and little memory per job, no GPUs: the test cluster is one 2-core machine.
@@ -246,5 +247,5 @@ def test_a_job_with_two_tasks_trains_one_ddp_run_like_torchrun(torchrun_referenc
     assert code == 0, out
     assert final_states(slurm_ids(sweep)["0"]) == ["COMPLETED"]
     assert read_record(sweep / "0")["status"] == "completed"
-    assert_same_training(sweep / "0", torchrun_reference)  # world size 2, torchrun's losses and errors
-    assert_one_copy_of_each_log_line(sweep / "0")
+    ddp_tests.assert_same_training(sweep / "0", torchrun_reference)  # world size 2, torchrun's losses and errors
+    ddp_tests.assert_one_copy_of_each_log_line(sweep / "0")
