@@ -108,3 +108,24 @@ def run(trained: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
     return copy
+
+
+CLUSTER_SCRIPT = Path(__file__).parent / "cluster" / "slurm_cluster.sh"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The single-node Slurm test cluster (tests/cluster/slurm_cluster.sh), started once for the session.
+
+    Stopped at the end only when this session started it; skips (saying why) where it cannot start."""
+    import subprocess
+
+    env = {**os.environ, "NAMEXP_SLURM_STATE": os.environ.get("NAMEXP_SLURM_STATE", "/tmp/namexp-slurm")}
+    was_up = subprocess.run([CLUSTER_SCRIPT, "status"], env=env, capture_output=True).returncode == 0
+    start = subprocess.run([CLUSTER_SCRIPT, "start"], env=env, capture_output=True, text=True)
+    if start.returncode != 0:
+        pytest.skip(f"no Slurm test cluster: {start.stderr.strip().splitlines()[-1:] or start.returncode}")
+    os.environ["SLURM_CONF"] = str(Path(env["NAMEXP_SLURM_STATE"]) / "slurm.conf")
+    yield os.environ["SLURM_CONF"]
+    if not was_up:
+        subprocess.run([CLUSTER_SCRIPT, "stop"], env=env, capture_output=True)

@@ -241,6 +241,13 @@ def test_sweep_through_submitit_local_makes_complete_runs_and_a_table(tmp_path, 
     assert (sweep_dir / "comparison.md").is_file() and "nam" in (sweep_dir / "comparison.md").read_text()
     assert (sweep_dir / ".submitit").is_dir()  # really went through submitit
 
+    # --resume relaunches through the sweep's own launcher (saved in multirun.yaml), not Hydra's basic one
+    submitted = {p.name for p in (sweep_dir / ".submitit").iterdir()}
+    result = run_inproc(["train", "--resume", str(sweep_dir)], capsys)
+    assert result.code == 0, result.err
+    assert {p.name for p in (sweep_dir / ".submitit").iterdir()} > submitted
+    assert [e["epoch"] for e in read_record(sweep_dir / "1")["epochs"]] == [1]  # completed: not trained again
+
 
 def test_slurm_launcher_config_has_the_keys_a_cluster_user_sets():
     from omegaconf import OmegaConf

@@ -212,7 +212,9 @@ def reference_run(tmp_path, cifar100_root, capsys):
     return run
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGUSR2], ids=["SIGKILL", "SIGTERM", "SIGUSR2"]
+)  # SIGUSR2: submitit's preemption and time-out signal
 def test_a_killed_run_resumes_to_the_same_weights_and_metrics(sig, reference_run, tmp_path, cifar100_root, capsys):
     run = tmp_path / "interrupted"
     proc = _start(["train", *DETERMINISTIC, f"data.root={cifar100_root}", f"hydra.run.dir={run}"], tmp_path)
@@ -226,9 +228,9 @@ def test_a_killed_run_resumes_to_the_same_weights_and_metrics(sig, reference_run
     time.sleep(rng.uniform(0.05, 0.6))
     proc.send_signal(sig)
     code = proc.wait(timeout=120)
-    if sig == signal.SIGTERM:
+    if sig != signal.SIGKILL:
         stderr = proc.stderr.read()
-        assert code == 128 + signal.SIGTERM, stderr
+        assert code == 128 + sig, stderr
         assert "checkpoint saved" in stderr and "Traceback" not in stderr
         record = read_record(run)
         assert record["status"] == "interrupted"

@@ -83,6 +83,22 @@ def saved_overrides(run_or_sweep: Path) -> tuple[list[str], bool]:
     return [str(o) for o in saved if not str(o).startswith(_RETIRED_OVERRIDES)], is_sweep
 
 
+def saved_launcher_overrides(run_or_sweep: Path, given: list[str]) -> list[str]:
+    """The launcher settings a run or sweep was started with (`hydra/launcher=slurm`, `hydra.launcher.*`), so
+    --resume relaunches the same way; a setting the user gives again wins, and a new `hydra/launcher` drops
+    them all (another launcher has other keys)."""
+    sweep_file, hydra_file = run_or_sweep / SWEEP_FILE, RunFolder(run_or_sweep).hydra / "hydra.yaml"
+    source = hydra_file if hydra_file.is_file() else sweep_file
+    if not source.is_file():
+        return []
+    saved = [str(o) for o in OmegaConf.select(OmegaConf.load(source), "hydra.overrides.hydra") or []]
+    saved = [o for o in saved if o.startswith(("hydra/launcher=", "hydra.launcher."))]
+    given_keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
+    if "hydra/launcher" in given_keys:
+        return []
+    return [o for o in saved if o.split("=", 1)[0].lstrip("+~") not in given_keys]
+
+
 def check_overrides(overrides: list[str]) -> None:
     bad = [o for o in overrides if "=" not in o]
     if bad:

@@ -19,12 +19,13 @@ from pathlib import Path
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
+from namexp.cluster.launcher import LaunchFailed
 from namexp.config import launch
 from namexp.config.validate import to_run_config
 from namexp.errors import UserError
 from namexp.run import claim, lease
 from namexp.run.layout import RunFolder
-from namexp.run.load import resume_target, saved_overrides
+from namexp.run.load import resume_target, saved_launcher_overrides, saved_overrides
 from namexp.train.devices import check_devices
 from namexp.train.runtime import Dist, dist_from_env, init_process_group, resolve_device
 from namexp.train.signals import Interrupted
@@ -39,7 +40,7 @@ def run_train(overrides: list[str], multirun: bool = False, resume: Path | None 
     if resume is not None:
         resume, resume_from = resume_target(resume.expanduser().absolute())
         saved, is_sweep = saved_overrides(resume)
-        overrides = saved + overrides
+        overrides = saved + saved_launcher_overrides(resume, overrides) + overrides
         multirun = multirun or is_sweep
     with launch.hydra_app("train") as app:
         if not multirun:
@@ -63,6 +64,9 @@ def _single(app, overrides: list[str], resume: Path | None, resume_from: str = "
     run_cfg = to_run_config(launch.job_config(cfg))
     resolve_device(run_cfg.trainer.device, d)  # no CUDA here: say so before a run folder exists
     check_devices(run_cfg.trainer, d)
+    if resume is not None and _through_slurm(cfg):
+        lease.refuse_if_live(resume)  # trained elsewhere right now: no second Slurm job for it
+        return _resume_through_launcher(app, overrides, resume, resume_from)
     if resume is not None:
         run_dir = resume
         lease.refuse_if_live(run_dir)  # before Hydra opens its log (every rank reads it, so all stop together)
@@ -100,6 +104,30 @@ def _single(app, overrides: list[str], resume: Path | None, resume_from: str = "
         dist.destroy_process_group()
     if d.is_main:
         _print_summary(result)
+    return 0
+
+
+def _through_slurm(cfg) -> bool:
+    return str(OmegaConf.select(cfg, "hydra.launcher._target_") or "").endswith("SlurmLauncher")
+
+
+def _resume_through_launcher(app, overrides: list[str], run_dir: Path, resume_from: str) -> int:
+    """`--resume RUN` of a run that was one job of a Slurm sweep: a one-job sweep of that folder through the
+    same launcher (its own .hydra kept), so it trains on the cluster again, not on the login node."""
+    log.info("resuming %s through its launcher", run_dir)
+    task = functools.partial(train_task, resume=True, resume_from=resume_from)
+    returns = app.multirun(
+        launch.CONFIG_NAME,
+        task,
+        overrides
+        + [
+            "hydra.mode=MULTIRUN",
+            f"hydra.sweep.dir={launch.quote(str(run_dir))}",
+            "hydra.sweep.subdir=.",
+            "hydra.output_subdir=null",
+        ],
+    )
+    _print_summary(returns[0][0].return_value)  # a failed job raises its error here
     return 0
 
 
@@ -160,6 +188,8 @@ def _sweep(app, overrides: list[str], resume: Path | None) -> int:
             train_task,
             overrides + ["hydra.mode=MULTIRUN", f"hydra.sweep.dir={launch.quote(str(sweep_dir))}"],
         )
+    except LaunchFailed:  # sbatch refused the jobs: nothing ran, nothing to report
+        raise
     except Exception as exc:  # the sweeper re-raises the first failed job's error after all jobs ran
         failure = exc
     except Interrupted:  # Ctrl-C or SIGTERM stops the whole sweep; show where it stands, then stop
@@ -175,13 +205,15 @@ def _sweep_report(sweep_dir: Path, n_jobs: int, failure: BaseException | None) -
 
     console = Console()
     statuses = _job_statuses(sweep_dir)
+    where = f"; table in {sweep_dir / 'comparison.md'}"
     try:
         console.print(write_sweep_table(sweep_dir))
     except UserError as exc:  # no job got as far as writing a record
         console.print(f"[red]no comparison table: {exc}")
+        where = ""
     bad = {k: v for k, v in statuses.items() if v != "completed"}
     done = len(statuses) - len(bad)
-    console.print(f"sweep {sweep_dir}: {done}/{n_jobs} jobs completed; table in {sweep_dir / 'comparison.md'}")
+    console.print(f"sweep {sweep_dir}: {done}/{n_jobs} jobs completed{where}")
     for job, status in sorted(bad.items()):
         console.print(f"  job {job}: {status}")
     if failure is not None or bad or done < n_jobs:

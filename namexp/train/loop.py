@@ -110,6 +110,9 @@ def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
     except Interrupted as exc:
         status, error = "interrupted", str(exc)
         raise
+    except SystemExit as exc:  # submitit's own SIGUSR2 handler (a signal before the step loop): it requeues the job
+        status, error = "interrupted", f"stopped by the cluster (exit {exc.code}): the job is requeued"
+        raise
     except Diverged as exc:
         status, error = "diverged", str(exc)
         raise

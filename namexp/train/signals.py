@@ -1,13 +1,16 @@
-"""SIGINT/SIGTERM: finish the current step, save a checkpoint, then stop.
+"""SIGINT/SIGTERM/SIGUSR2: finish the current step, save a checkpoint, then stop.
 
-A cluster sends SIGTERM some time before SIGKILL; Ctrl-C sends SIGINT. Either one only sets a flag that
-the training loop reads between steps, so the checkpoint it then writes is consistent.
+A cluster sends SIGTERM some time before SIGKILL; Ctrl-C sends SIGINT; submitit's preemption and time-out
+signal is SIGUSR2 (its own handler, restored when training ends, then requeues the job). Each one only sets
+a flag that the training loop reads between steps, so the checkpoint it then writes is consistent.
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 class Interrupted(BaseException):
@@ -31,7 +34,7 @@ class StopFlag:
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():  # handlers can only be set there
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
@@ -42,7 +45,8 @@ class StopFlag:
     def _handle(self, signum, frame) -> None:
         if self.signum is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signum = signum
+        if self.signum is None:  # the first signal says why (SIGUSR2 then the time limit's SIGTERM: a requeue)
+            self.signum = signum
 
     @property
     def requested(self) -> bool:

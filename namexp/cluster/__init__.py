@@ -1,0 +1,1 @@
+"""Sweeps on a Slurm cluster: namexp's launcher on top of hydra-submitit-launcher."""
