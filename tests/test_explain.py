@@ -71,7 +71,37 @@ def test_gradcam_is_deterministic_and_image_sized():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("explain")
-    return train_once(base, base / "run", [*TINY_SYNTHETIC, "trainer.epochs=1"])
+    return train_once(base, base / "run", [*TINY_SYNTHETIC, "trainer.epochs=2"])
+
+
+def scalar_events(run: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_training_logs_gate_diagnostics_every_epoch(tiny_run):
+    from namexp.train.gate_log import FIGURES
+
+    epochs = json.loads((tiny_run / "record.json").read_text())["epochs"]
+    gates = [e["gates"] for e in epochs]
+    assert len(gates) == 2 and all(len(g) == 9 for g in gates)
+    assert all(f["module"] == "nam" and 0 < f["mean"] < 1 and f["slope_x_std"] >= 0 for g in gates for f in g.values())
+    events = scalar_events(tiny_run)
+    for site in gates[0]:
+        for figure in FIGURES:
+            logged = [e.value for e in events.Scalars(f"gates/{figure}/{site}")]
+            assert logged == pytest.approx([g[site][figure] for g in gates], rel=1e-6)
+    assert "gates" not in (tiny_run / "metrics.csv").read_text().splitlines()[0]  # the CSV keeps its columns
+
+
+def test_gate_logging_is_off_without_attention_or_when_asked(tmp_path):
+    for name, extra in (("none", ["attention=none"]), ("off", ["trainer.log_gates=false"])):
+        run = train_once(tmp_path, tmp_path / name, [*TINY_SYNTHETIC, *extra, "trainer.epochs=1"])
+        assert "gates" not in json.loads((run / "record.json").read_text())["epochs"][0]
+        assert not [t for t in scalar_events(run).Tags()["scalars"] if t.startswith("gates/")]
 
 
 def test_explain_writes_outputs_and_tensorboard_images(tiny_run, tmp_path, capsys):
@@ -111,6 +141,8 @@ def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
     assert grids == ["gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png"]
     sites = json.loads((out / "diagnostics.json").read_text())["runs"]["small"]
     assert {s["verdict"] for s in sites} == {"constant scale"} and {s["module"] for s in sites} == {"half"}
+    logged = json.loads((small / "record.json").read_text())["epochs"][0]["gates"]  # per-epoch: the same verdict
+    assert all(f["mean"] == pytest.approx(0.5) and f["range_5_95"] < 1e-6 for f in logged.values())
 
 
 BAD_OPTIONS = {  # the options given -> what the one error line says
