@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from helpers import TINY_SYNTHETIC, one_error_line, run_inproc, train_once
@@ -170,3 +172,38 @@ def test_missing_captum_names_the_extra(tiny_run, tmp_path, capsys, monkeypatch)
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     result = run_inproc(["explain", str(tiny_run), "-o", str(tmp_path / "out")], capsys)
     assert "pip install 'namexp[explain]'" in one_error_line(result)
+
+
+def test_channel_strip_and_spatial_map_follow_the_gate():
+    from namexp.explain.maps import channel_strip, spatial_map
+
+    gate = torch.ones(2, 4, 4, 4) * torch.arange(4.0)[None, :, None, None]  # channel c gates by c
+    gate[:, :, :, :2] += 10  # left half of every image gated higher
+    small = torch.full((2, 2, 4, 4), 0.5)
+    strip = channel_strip({"a": gate, "b": small}, ["a", "b"])
+    assert strip.shape == (2, 4) and list(strip[0]) == [5, 6, 7, 8] and list(strip[1, :2]) == [0.5, 0.5]
+    assert np.isnan(strip[1, 2:]).all()
+    upsampled = spatial_map(gate, (8, 8))
+    assert upsampled.shape == (2, 8, 8) and float(upsampled[:, :, :3].min()) > float(upsampled[:, :, 5:].max())
+
+
+def test_module_maps_are_drawn_and_logged_and_bad_requests_get_one_line(tiny_run, tmp_path, capsys):
+    cbam = train_once(tmp_path, tmp_path / "cbam", [*TINY_SYNTHETIC, "attention=cbam", "trainer.epochs=1"])
+    sites = "layer1.0.attention,layer3.2.attention"
+    out = tmp_path / "out"
+    result = run_inproc(["explain", str(cbam), "--images", "2", "--sites", sites, "-o", str(out)], capsys)
+    assert result.code == 0, result.err
+    for kind in ("channel", "spatial"):
+        assert (out / f"{kind}_gates_cbam.png").read_bytes()[:4] == b"\x89PNG"
+    events = EventAccumulator(str(cbam / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"explain/channel_gates", "explain/spatial_gates"} <= set(events.Tags()["images"])
+
+    refused = {  # options -> what the one error line says; nothing is written
+        "--maps spatial": "has no spatial map",
+        "--sites layer9.attention": "no attention site layer9.attention",
+        "--maps heat": "--maps heat",
+    }
+    for options, said in refused.items():
+        bad = run_inproc(["explain", str(tiny_run), *options.split(), "-o", str(tmp_path / "bad")], capsys)
+        assert said in one_error_line(bad) and not (tmp_path / "bad").exists()

@@ -13,9 +13,11 @@ from pathlib import Path
 from namexp.errors import UserError
 from namexp.explain.gates import SiteGate
 from namexp.explain.grid import RunCams
+from namexp.explain.maps import parse_maps
 from namexp.run.layout import RunFolder
 
 OUTPUT_FILES = ("diagnostics.json", "diagnostics.md")
+OUTPUT_GLOBS = ("gradcam*.png", "channel_gates_*.png", "spatial_gates_*.png")
 TB_TAG = "explain/gradcam"
 
 
@@ -27,8 +29,11 @@ class ExplainRequest:
     output: Path | None = None
     force: bool = False
     which: str = "last"
+    maps: str = "auto"  # channel strips and spatial maps: auto, none, or a comma list of channel, spatial
+    sites: list[str] | None = None  # the sites the maps show (default: all)
 
     def validate(self) -> None:
+        parse_maps(self.maps)
         if not self.runs:
             raise UserError("give at least one run folder")
         if self.images < 1:
@@ -64,7 +69,8 @@ def claim_output(output: Path, force: bool) -> None:
     refused command (bad images, a damaged checkpoint) leaves nothing behind."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file: give a folder")
-    existing = [p for p in (*(output / n for n in OUTPUT_FILES), *output.glob("gradcam*.png")) if p.exists()]
+    globbed = [p for pattern in OUTPUT_GLOBS for p in output.glob(pattern)]
+    existing = [p for p in (*(output / n for n in OUTPUT_FILES), *globbed) if p.exists()]
     if existing and not force:
         raise UserError(f"{existing[0]} already exists: choose another --output or add --force to overwrite it")
 
@@ -79,11 +85,13 @@ def run_names(runs: list[Path]) -> list[str]:
     return names
 
 
-def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict) -> list[SiteGate]:
-    """Diagnostics of one run; its Grad-CAM column goes into the group of its backbone and dataset."""
-    from namexp.explain.gates import diagnose
+def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict, maps: list) -> list[SiteGate]:
+    """Diagnostics of one run; its Grad-CAM column goes into the group of its backbone and dataset, its own
+    attention maps into `maps`."""
+    from namexp.explain.gates import record_gates
     from namexp.explain.gradcam import gradcam, predictions
     from namexp.explain.images import select_images
+    from namexp.explain.module_maps import run_maps
     from namexp.run.load import load_run
 
     loaded = load_run(run, [], request.which)
@@ -93,7 +101,9 @@ def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict) -> 
     if group.images is None:
         group.images, group.labels, group.classes = select_images(cfg, loaded.device, request.images, request.split)
     images = group.images.to(loaded.device)
-    sites = diagnose(model, images)
+    recorder = record_gates(model, images)
+    sites = recorder.summaries()
+    maps.append(run_maps(name, RunFolder(run.expanduser()), recorder, group.images, request.maps, request.sites))
     predicted, confidence = predictions(model, images)
     # The map of the true class (what the issue's readers compare across modules), whatever was predicted;
     # the column is named by what tells runs apart: the attention type, then the folder.
@@ -128,6 +138,12 @@ def write_grids(output: Path, groups: dict) -> list[Path]:
     return written
 
 
+def write_maps(output: Path, maps: list) -> list[Path]:
+    from namexp.explain.module_maps import write_run_maps
+
+    return [path for run in maps for path in write_run_maps(output, run)]
+
+
 def run_explain(request: ExplainRequest) -> int:
     from namexp.explain.gradcam import require_captum
     from namexp.explain.report import print_diagnostics, write_diagnostics
@@ -137,12 +153,14 @@ def run_explain(request: ExplainRequest) -> int:
     output = output_dir(request)
     claim_output(output, request.force)
     groups: dict = {}
+    maps: list = []
     diagnostics = {
-        name: explain_one(run, name, request, groups) for run, name in zip(request.runs, run_names(request.runs))
+        name: explain_one(run, name, request, groups, maps) for run, name in zip(request.runs, run_names(request.runs))
     }
     meta = {"images": request.images, "split": request.split, "checkpoint": request.which}
     write_diagnostics(output, diagnostics, meta)
     grids = write_grids(output, groups)
+    grids += write_maps(output, maps)
     print_diagnostics(diagnostics)
     print(f"wrote {output / 'diagnostics.json'}, {output / 'diagnostics.md'}, {', '.join(str(g) for g in grids)}")
     return 0
