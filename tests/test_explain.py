@@ -152,6 +152,9 @@ BAD_OPTIONS = {  # the options given -> what the one error line says
     "--images 100000": "out of range",
     "--split train": "--split train",
     "--checkpoint worst": "--checkpoint worst",
+    "--indices 0,100000": "--indices 100000 is out of range",
+    "--indices a,b": "--indices a,b",
+    "--maps heat": "--maps heat",
 }
 
 
@@ -202,8 +205,35 @@ def test_module_maps_are_drawn_and_logged_and_bad_requests_get_one_line(tiny_run
     refused = {  # options -> what the one error line says; nothing is written
         "--maps spatial": "has no spatial map",
         "--sites layer9.attention": "no attention site layer9.attention",
-        "--maps heat": "--maps heat",
     }
     for options, said in refused.items():
         bad = run_inproc(["explain", str(tiny_run), *options.split(), "-o", str(tmp_path / "bad")], capsys)
         assert said in one_error_line(bad) and not (tmp_path / "bad").exists()
+
+
+def test_indices_choose_the_images(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    result = run_inproc(["explain", str(tiny_run), "--indices", "3,0,3", "--maps", "none", "-o", str(out)], capsys)
+    assert result.code == 0, result.err
+    record = json.loads((out / "diagnostics.json").read_text())
+    assert record["indices"] == [3, 0, 3] and record["images"] == 3
+
+
+def test_a_sweep_folder_stands_for_one_run_per_group(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NAMEXP_CACHE", str(tmp_path / "cache"))
+        trained = run_inproc(
+            ["train", "-m", *TINY_SYNTHETIC, "attention=half,se", "seed=0,1", "trainer.epochs=1",
+             f"hydra.sweep.dir={sweep}"],
+            capsys,
+        )  # fmt: skip
+    assert trained.code == 0, trained.err
+    result = run_inproc(["explain", str(sweep), "--images", "2", "--seed", "1", "--maps", "none"], capsys)
+    assert result.code == 0, result.err
+    runs = json.loads((sweep / "explain" / "diagnostics.json").read_text())["runs"]
+    seeds = {json.loads((sweep / name / "record.json").read_text())["seed"] for name in runs}
+    modules = {sites[0]["module"] for sites in runs.values()}
+    assert len(runs) == 2 and seeds == {1} and modules == {"half", "se"}
+    missing = run_inproc(["explain", str(sweep), "--seed", "7", "-o", str(tmp_path / "o")], capsys)
+    assert "no run with seed 7" in one_error_line(missing) and not (tmp_path / "o").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 from namexp.errors import UserError
 from namexp.explain.gates import SiteGate
 from namexp.explain.grid import RunCams
+from namexp.explain.inputs import expand_runs, is_run_folder
 from namexp.explain.maps import parse_maps
 from namexp.run.layout import RunFolder
 
@@ -31,8 +32,11 @@ class ExplainRequest:
     which: str = "last"
     maps: str = "auto"  # channel strips and spatial maps: auto, none, or a comma list of channel, spatial
     sites: list[str] | None = None  # the sites the maps show (default: all)
+    indices: list[int] | None = None  # these images of the split instead of the balanced selection
+    seed: int | None = None  # a sweep folder: each group's run with this seed (default: its first)
 
-    def validate(self) -> None:
+    def validate(self) -> list[Path]:
+        """The run folders to explain (sweeps expanded), or a one-line error."""
         parse_maps(self.maps)
         if not self.runs:
             raise UserError("give at least one run folder")
@@ -40,12 +44,10 @@ class ExplainRequest:
             raise UserError(f"--images {self.images} is not valid: give a positive number of images")
         if self.split not in ("test", "val"):
             raise UserError(f"--split {self.split} is not valid: use test or val")
-        for run in self.runs:
-            folder = RunFolder(run.expanduser())
-            if not (folder.record.is_file() and folder.checkpoints.is_dir()):
-                raise UserError(f"{run} is not a run folder (no record.json and checkpoints/): give a run's folder")
+        runs = expand_runs(self.runs, self.seed)
         if self.output is None and len(self.runs) > 1:
             raise UserError("several runs: give --output DIR for the shared outputs")
+        return runs
 
 
 @dataclass
@@ -61,7 +63,11 @@ class Group:
 
 
 def output_dir(request: ExplainRequest) -> Path:
-    return (request.output or RunFolder(request.runs[0].expanduser()).explain).expanduser()
+    """--output, else the one run's explain/ folder, else the one sweep's."""
+    if request.output is not None:
+        return request.output.expanduser()
+    given = request.runs[0].expanduser()
+    return RunFolder(given).explain if is_run_folder(given) else given / "explain"
 
 
 def claim_output(output: Path, force: bool) -> None:
@@ -99,7 +105,9 @@ def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict, map
     key = (cfg.backbone.name, cfg.data.name, cfg.data.num_classes, cfg.data.image_size)
     group = groups.setdefault(key, Group(key))
     if group.images is None:
-        group.images, group.labels, group.classes = select_images(cfg, loaded.device, request.images, request.split)
+        group.images, group.labels, group.classes = select_images(
+            cfg, loaded.device, request.images, request.split, request.indices
+        )
     images = group.images.to(loaded.device)
     recorder = record_gates(model, images)
     sites = recorder.summaries()
@@ -148,16 +156,15 @@ def run_explain(request: ExplainRequest) -> int:
     from namexp.explain.gradcam import require_captum
     from namexp.explain.report import print_diagnostics, write_diagnostics
 
-    request.validate()
+    runs = request.validate()
     require_captum()
     output = output_dir(request)
     claim_output(output, request.force)
     groups: dict = {}
     maps: list = []
-    diagnostics = {
-        name: explain_one(run, name, request, groups, maps) for run, name in zip(request.runs, run_names(request.runs))
-    }
-    meta = {"images": request.images, "split": request.split, "checkpoint": request.which}
+    diagnostics = {name: explain_one(run, name, request, groups, maps) for run, name in zip(runs, run_names(runs))}
+    count = len(request.indices) if request.indices else request.images
+    meta = {"images": count, "indices": request.indices, "split": request.split, "checkpoint": request.which}
     write_diagnostics(output, diagnostics, meta)
     grids = write_grids(output, groups)
     grids += write_maps(output, maps)
