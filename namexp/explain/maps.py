@@ -107,7 +107,7 @@ def render_spatial(name: str, shown_images: list[np.ndarray], sites: list[str], 
             axes[i][j].imshow(image)
             axes[i][j].imshow(cell, cmap="jet", alpha=0.5)
             head = f"{site}\n" if i == 0 else ""
-            axes[i][j].set_title(f"{head}{cell.min():.3f}-{cell.max():.3f}", fontsize=7)
+            axes[i][j].set_title(f"{head}{cell.min():.4f}-{cell.max():.4f}", fontsize=7)
             axes[i][j].axis("off")
     fig.suptitle(f"spatial gates (mean over channels; range per cell): {name}", fontsize=9)
     fig.tight_layout()
