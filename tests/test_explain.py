@@ -129,7 +129,8 @@ def test_explain_writes_outputs_and_tensorboard_images(tiny_run, tmp_path, capsy
     both = run_inproc(["explain", str(tiny_run), str(tiny_run), "--images", "2", "-o", str(other)], capsys)
     assert both.code == 0, both.err
     assert len(json.loads((other / "diagnostics.json").read_text())["runs"]) == 2
-    assert [p.name for p in other.glob("*.png")] == ["gradcam.png"]
+    assert [p.name for p in other.glob("gradcam*.png")] == ["gradcam.png"]
+    assert len(list(other.glob("channel_gates_*.png"))) == 2 and not list(other.glob("spatial_*"))  # one per run
 
 
 def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
@@ -140,7 +141,10 @@ def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
     result = run_inproc(["explain", str(tiny_run), str(small), "--images", "2", "-o", str(out)], capsys)
     assert result.code == 0, result.err
     grids = sorted(p.name for p in out.glob("*.png"))
-    assert grids == ["gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png"]
+    assert grids == [
+        "channel_gates_run.png", "channel_gates_small.png",
+        "gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png",
+    ]  # fmt: skip
     sites = json.loads((out / "diagnostics.json").read_text())["runs"]["small"]
     assert {s["verdict"] for s in sites} == {"constant scale"} and {s["module"] for s in sites} == {"half"}
     logged = json.loads((small / "record.json").read_text())["epochs"][0]["gates"]  # per-epoch: the same verdict
