@@ -103,11 +103,24 @@ def explain_command(
     output: Path | None = typer.Option(None, "--output", "-o", help="Output folder (default: RUN/explain/)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     checkpoint: str = WHICH_CHECKPOINT,
+    maps: str = typer.Option(
+        "auto",
+        "--maps",
+        help="Each module's own maps: auto, none, or channel,spatial (spatial: CBAM, BAM, TAM, NAM-spatial).",
+    ),
+    sites: str = typer.Option("", "--sites", help="Attention sites the maps show, comma list (default: all)."),
+    indices: str = typer.Option("", "--indices", help="These images of the split (comma list) instead of --images."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Sweep folders: each group's run with this seed (default: first)."
+    ),
 ) -> None:
     """Where models look (Grad-CAM) and whether each attention module attends or only scales (needs captum)."""
     from namexp.explain.command import ExplainRequest, run_explain
+    from namexp.explain.inputs import parse_indices
 
-    _exit(run_explain(ExplainRequest(runs, images, split, output, force, checkpoint)))
+    chosen = [s.strip() for s in sites.split(",") if s.strip()] or None
+    request = ExplainRequest(runs, images, split, output, force, checkpoint, maps, chosen, parse_indices(indices), seed)
+    _exit(run_explain(request))
 
 
 @app.command(context_settings=OVERRIDES)

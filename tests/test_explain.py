@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
 from helpers import TINY_SYNTHETIC, one_error_line, run_inproc, train_once
@@ -71,7 +73,37 @@ def test_gradcam_is_deterministic_and_image_sized():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("explain")
-    return train_once(base, base / "run", [*TINY_SYNTHETIC, "trainer.epochs=1"])
+    return train_once(base, base / "run", [*TINY_SYNTHETIC, "trainer.epochs=2"])
+
+
+def scalar_events(run: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_training_logs_gate_diagnostics_every_epoch(tiny_run):
+    from namexp.train.gate_log import FIGURES
+
+    epochs = json.loads((tiny_run / "record.json").read_text())["epochs"]
+    gates = [e["gates"] for e in epochs]
+    assert len(gates) == 2 and all(len(g) == 9 for g in gates)
+    assert all(f["module"] == "nam" and 0 < f["mean"] < 1 and f["slope_x_std"] >= 0 for g in gates for f in g.values())
+    events = scalar_events(tiny_run)
+    for site in gates[0]:
+        for figure in FIGURES:
+            logged = [e.value for e in events.Scalars(f"gates/{figure}/{site}")]
+            assert logged == pytest.approx([g[site][figure] for g in gates], rel=1e-6)
+    assert "gates" not in (tiny_run / "metrics.csv").read_text().splitlines()[0]  # the CSV keeps its columns
+
+
+def test_gate_logging_is_off_without_attention_or_when_asked(tmp_path):
+    for name, extra in (("none", ["attention=none"]), ("off", ["trainer.log_gates=false"])):
+        run = train_once(tmp_path, tmp_path / name, [*TINY_SYNTHETIC, *extra, "trainer.epochs=1"])
+        assert "gates" not in json.loads((run / "record.json").read_text())["epochs"][0]
+        assert not [t for t in scalar_events(run).Tags()["scalars"] if t.startswith("gates/")]
 
 
 def test_explain_writes_outputs_and_tensorboard_images(tiny_run, tmp_path, capsys):
@@ -97,7 +129,8 @@ def test_explain_writes_outputs_and_tensorboard_images(tiny_run, tmp_path, capsy
     both = run_inproc(["explain", str(tiny_run), str(tiny_run), "--images", "2", "-o", str(other)], capsys)
     assert both.code == 0, both.err
     assert len(json.loads((other / "diagnostics.json").read_text())["runs"]) == 2
-    assert [p.name for p in other.glob("*.png")] == ["gradcam.png"]
+    assert [p.name for p in other.glob("gradcam*.png")] == ["gradcam.png"]
+    assert len(list(other.glob("channel_gates_*.png"))) == 2 and not list(other.glob("spatial_*"))  # one per run
 
 
 def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
@@ -108,9 +141,14 @@ def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
     result = run_inproc(["explain", str(tiny_run), str(small), "--images", "2", "-o", str(out)], capsys)
     assert result.code == 0, result.err
     grids = sorted(p.name for p in out.glob("*.png"))
-    assert grids == ["gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png"]
+    assert grids == [
+        "channel_gates_run.png", "channel_gates_small.png",
+        "gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png",
+    ]  # fmt: skip
     sites = json.loads((out / "diagnostics.json").read_text())["runs"]["small"]
     assert {s["verdict"] for s in sites} == {"constant scale"} and {s["module"] for s in sites} == {"half"}
+    logged = json.loads((small / "record.json").read_text())["epochs"][0]["gates"]  # per-epoch: the same verdict
+    assert all(f["mean"] == pytest.approx(0.5) and f["range_5_95"] < 1e-6 for f in logged.values())
 
 
 BAD_OPTIONS = {  # the options given -> what the one error line says
@@ -118,6 +156,9 @@ BAD_OPTIONS = {  # the options given -> what the one error line says
     "--images 100000": "out of range",
     "--split train": "--split train",
     "--checkpoint worst": "--checkpoint worst",
+    "--indices 0,100000": "--indices 100000 is out of range",
+    "--indices a,b": "--indices a,b",
+    "--maps heat": "--maps heat",
 }
 
 
@@ -138,3 +179,65 @@ def test_missing_captum_names_the_extra(tiny_run, tmp_path, capsys, monkeypatch)
     monkeypatch.setitem(sys.modules, "captum.attr", None)
     result = run_inproc(["explain", str(tiny_run), "-o", str(tmp_path / "out")], capsys)
     assert "pip install 'namexp[explain]'" in one_error_line(result)
+
+
+def test_channel_strip_and_spatial_map_follow_the_gate():
+    from namexp.explain.maps import channel_strip, spatial_map
+
+    gate = torch.ones(2, 4, 4, 4) * torch.arange(4.0)[None, :, None, None]  # channel c gates by c
+    gate[:, :, :, :2] += 10  # left half of every image gated higher
+    small = torch.full((2, 2, 4, 4), 0.5)
+    strip = channel_strip({"a": gate, "b": small}, ["a", "b"])
+    assert strip.shape == (2, 4) and list(strip[0]) == [5, 6, 7, 8] and list(strip[1, :2]) == [0.5, 0.5]
+    assert np.isnan(strip[1, 2:]).all()
+    upsampled = spatial_map(gate, (8, 8))
+    assert upsampled.shape == (2, 8, 8) and float(upsampled[:, :, :3].min()) > float(upsampled[:, :, 5:].max())
+
+
+def test_module_maps_are_drawn_and_logged_and_bad_requests_get_one_line(tiny_run, tmp_path, capsys):
+    cbam = train_once(tmp_path, tmp_path / "cbam", [*TINY_SYNTHETIC, "attention=cbam", "trainer.epochs=1"])
+    sites = "layer1.0.attention,layer3.2.attention"
+    out = tmp_path / "out"
+    result = run_inproc(["explain", str(cbam), "--images", "2", "--sites", sites, "-o", str(out)], capsys)
+    assert result.code == 0, result.err
+    for kind in ("channel", "spatial"):
+        assert (out / f"{kind}_gates_cbam.png").read_bytes()[:4] == b"\x89PNG"
+    events = EventAccumulator(str(cbam / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    assert {"explain/channel_gates", "explain/spatial_gates"} <= set(events.Tags()["images"])
+
+    refused = {  # options -> what the one error line says; nothing is written
+        "--maps spatial": "has no spatial map",
+        "--sites layer9.attention": "no attention site layer9.attention",
+    }
+    for options, said in refused.items():
+        bad = run_inproc(["explain", str(tiny_run), *options.split(), "-o", str(tmp_path / "bad")], capsys)
+        assert said in one_error_line(bad) and not (tmp_path / "bad").exists()
+
+
+def test_indices_choose_the_images(tiny_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    result = run_inproc(["explain", str(tiny_run), "--indices", "3,0,3", "--maps", "none", "-o", str(out)], capsys)
+    assert result.code == 0, result.err
+    record = json.loads((out / "diagnostics.json").read_text())
+    assert record["indices"] == [3, 0, 3] and record["images"] == 3
+
+
+def test_a_sweep_folder_stands_for_one_run_per_group(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NAMEXP_CACHE", str(tmp_path / "cache"))
+        trained = run_inproc(
+            ["train", "-m", *TINY_SYNTHETIC, "attention=half,se", "seed=0,1", "trainer.epochs=1",
+             f"hydra.sweep.dir={sweep}"],
+            capsys,
+        )  # fmt: skip
+    assert trained.code == 0, trained.err
+    result = run_inproc(["explain", str(sweep), "--images", "2", "--seed", "1", "--maps", "none"], capsys)
+    assert result.code == 0, result.err
+    runs = json.loads((sweep / "explain" / "diagnostics.json").read_text())["runs"]
+    seeds = {json.loads((sweep / name / "record.json").read_text())["seed"] for name in runs}
+    modules = {sites[0]["module"] for sites in runs.values()}
+    assert len(runs) == 2 and seeds == {1} and modules == {"half", "se"}
+    missing = run_inproc(["explain", str(sweep), "--seed", "7", "-o", str(tmp_path / "o")], capsys)
+    assert "no run with seed 7" in one_error_line(missing) and not (tmp_path / "o").exists()

@@ -105,6 +105,9 @@ class TrainerConfig:
     # Stop each epoch after this many batches (0 = all); for smoke tests.
     limit_train_batches: int = 0
     limit_eval_batches: int = 0
+    # Per-epoch attention gate diagnostics on this many fixed test images (0 = off; no-op without attention).
+    log_gates: bool = True
+    gate_images: int = 16
 
 
 @dataclass

@@ -13,9 +13,12 @@ from pathlib import Path
 from namexp.errors import UserError
 from namexp.explain.gates import SiteGate
 from namexp.explain.grid import RunCams
+from namexp.explain.inputs import expand_runs, is_run_folder
+from namexp.explain.maps import parse_maps
 from namexp.run.layout import RunFolder
 
 OUTPUT_FILES = ("diagnostics.json", "diagnostics.md")
+OUTPUT_GLOBS = ("gradcam*.png", "channel_gates_*.png", "spatial_gates_*.png")
 TB_TAG = "explain/gradcam"
 
 
@@ -27,20 +30,24 @@ class ExplainRequest:
     output: Path | None = None
     force: bool = False
     which: str = "last"
+    maps: str = "auto"  # channel strips and spatial maps: auto, none, or a comma list of channel, spatial
+    sites: list[str] | None = None  # the sites the maps show (default: all)
+    indices: list[int] | None = None  # these images of the split instead of the balanced selection
+    seed: int | None = None  # a sweep folder: each group's run with this seed (default: its first)
 
-    def validate(self) -> None:
+    def validate(self) -> list[Path]:
+        """The run folders to explain (sweeps expanded), or a one-line error."""
+        parse_maps(self.maps)
         if not self.runs:
             raise UserError("give at least one run folder")
         if self.images < 1:
             raise UserError(f"--images {self.images} is not valid: give a positive number of images")
         if self.split not in ("test", "val"):
             raise UserError(f"--split {self.split} is not valid: use test or val")
-        for run in self.runs:
-            folder = RunFolder(run.expanduser())
-            if not (folder.record.is_file() and folder.checkpoints.is_dir()):
-                raise UserError(f"{run} is not a run folder (no record.json and checkpoints/): give a run's folder")
+        runs = expand_runs(self.runs, self.seed)
         if self.output is None and len(self.runs) > 1:
             raise UserError("several runs: give --output DIR for the shared outputs")
+        return runs
 
 
 @dataclass
@@ -56,7 +63,11 @@ class Group:
 
 
 def output_dir(request: ExplainRequest) -> Path:
-    return (request.output or RunFolder(request.runs[0].expanduser()).explain).expanduser()
+    """--output, else the one run's explain/ folder, else the one sweep's."""
+    if request.output is not None:
+        return request.output.expanduser()
+    given = request.runs[0].expanduser()
+    return RunFolder(given).explain if is_run_folder(given) else given / "explain"
 
 
 def claim_output(output: Path, force: bool) -> None:
@@ -64,7 +75,8 @@ def claim_output(output: Path, force: bool) -> None:
     refused command (bad images, a damaged checkpoint) leaves nothing behind."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file: give a folder")
-    existing = [p for p in (*(output / n for n in OUTPUT_FILES), *output.glob("gradcam*.png")) if p.exists()]
+    globbed = [p for pattern in OUTPUT_GLOBS for p in output.glob(pattern)]
+    existing = [p for p in (*(output / n for n in OUTPUT_FILES), *globbed) if p.exists()]
     if existing and not force:
         raise UserError(f"{existing[0]} already exists: choose another --output or add --force to overwrite it")
 
@@ -79,11 +91,13 @@ def run_names(runs: list[Path]) -> list[str]:
     return names
 
 
-def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict) -> list[SiteGate]:
-    """Diagnostics of one run; its Grad-CAM column goes into the group of its backbone and dataset."""
-    from namexp.explain.gates import diagnose
+def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict, maps: list) -> list[SiteGate]:
+    """Diagnostics of one run; its Grad-CAM column goes into the group of its backbone and dataset, its own
+    attention maps into `maps`."""
+    from namexp.explain.gates import record_gates
     from namexp.explain.gradcam import gradcam, predictions
     from namexp.explain.images import select_images
+    from namexp.explain.module_maps import run_maps
     from namexp.run.load import load_run
 
     loaded = load_run(run, [], request.which)
@@ -91,9 +105,13 @@ def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict) -> 
     key = (cfg.backbone.name, cfg.data.name, cfg.data.num_classes, cfg.data.image_size)
     group = groups.setdefault(key, Group(key))
     if group.images is None:
-        group.images, group.labels, group.classes = select_images(cfg, loaded.device, request.images, request.split)
+        group.images, group.labels, group.classes = select_images(
+            cfg, loaded.device, request.images, request.split, request.indices
+        )
     images = group.images.to(loaded.device)
-    sites = diagnose(model, images)
+    recorder = record_gates(model, images)
+    sites = recorder.summaries()
+    maps.append(run_maps(name, RunFolder(run.expanduser()), recorder, group.images, request.maps, request.sites))
     predicted, confidence = predictions(model, images)
     # The map of the true class (what the issue's readers compare across modules), whatever was predicted;
     # the column is named by what tells runs apart: the attention type, then the folder.
@@ -128,21 +146,28 @@ def write_grids(output: Path, groups: dict) -> list[Path]:
     return written
 
 
+def write_maps(output: Path, maps: list) -> list[Path]:
+    from namexp.explain.module_maps import write_run_maps
+
+    return [path for run in maps for path in write_run_maps(output, run)]
+
+
 def run_explain(request: ExplainRequest) -> int:
     from namexp.explain.gradcam import require_captum
     from namexp.explain.report import print_diagnostics, write_diagnostics
 
-    request.validate()
+    runs = request.validate()
     require_captum()
     output = output_dir(request)
     claim_output(output, request.force)
     groups: dict = {}
-    diagnostics = {
-        name: explain_one(run, name, request, groups) for run, name in zip(request.runs, run_names(request.runs))
-    }
-    meta = {"images": request.images, "split": request.split, "checkpoint": request.which}
+    maps: list = []
+    diagnostics = {name: explain_one(run, name, request, groups, maps) for run, name in zip(runs, run_names(runs))}
+    count = len(request.indices) if request.indices else request.images
+    meta = {"images": count, "indices": request.indices, "split": request.split, "checkpoint": request.which}
     write_diagnostics(output, diagnostics, meta)
     grids = write_grids(output, groups)
+    grids += write_maps(output, maps)
     print_diagnostics(diagnostics)
     print(f"wrote {output / 'diagnostics.json'}, {output / 'diagnostics.md'}, {', '.join(str(g) for g in grids)}")
     return 0

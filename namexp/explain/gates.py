@@ -156,8 +156,13 @@ class GateRecorder(contextlib.AbstractContextManager):
         return result
 
 
-def diagnose(model: nn.Module, images: Tensor) -> list[SiteGate]:
-    """Every attention site's gate summary on `images` (one eval forward pass, no gradient)."""
+def record_gates(model: nn.Module, images: Tensor) -> GateRecorder:
+    """Every attention site's gate on `images`, recorded in one forward pass without gradient."""
     with torch.no_grad(), GateRecorder(model) as recorder:
         model(images)
-    return recorder.summaries()
+    return recorder
+
+
+def diagnose(model: nn.Module, images: Tensor) -> list[SiteGate]:
+    """Every attention site's gate summary on `images` (one eval forward pass, no gradient)."""
+    return record_gates(model, images).summaries()

@@ -32,23 +32,40 @@ def split_loader(data, split: str):
     raise UserError(f"--split {split} is not valid: use test or val")
 
 
-def select_images(cfg, device, count: int, split: str = "test") -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """The first `count` images of the balanced selection of the run's `split`: (images, labels, class names)."""
+def chosen_indices(labels: torch.Tensor, count: int, split: str, indices: list[int] | None) -> list[int]:
+    """`indices` (each checked against the split's size), else the first `count` of the balanced selection."""
+    if indices:
+        wrong = [i for i in indices if not 0 <= i < len(labels)]
+        if wrong:
+            raise UserError(
+                f"--indices {wrong[0]} is out of range: the {split} split holds {len(labels)} images "
+                f"(0-{len(labels) - 1})"
+            )
+        return list(indices)
+    if count > len(labels):
+        raise UserError(f"--images {count} is out of range: the {split} split holds {len(labels)} images")
+    return balanced_order(labels)[:count]
+
+
+def select_images(
+    cfg, device, count: int, split: str = "test", indices: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """The split's images `indices`, else the first `count` of its balanced selection: (images, labels, classes)."""
     from namexp.train.build import make_data
 
     data = make_data(cfg, device, with_train=False)
     loader = split_loader(data, split)
     # Two passes over the split (its eval order is fixed): labels first, then only the chosen images kept.
     labels = torch.cat([y.cpu() for _, y in loader])
-    if count > len(labels):
-        raise UserError(f"--images {count} is out of range: the {split} split holds {len(labels)} images")
-    chosen = balanced_order(labels)[:count]
-    position = {index: rank for rank, index in enumerate(chosen)}
-    images: list = [None] * count
+    chosen = chosen_indices(labels, count, split, indices)
+    positions: dict[int, list[int]] = {}
+    for rank, index in enumerate(chosen):
+        positions.setdefault(index, []).append(rank)
+    images: list = [None] * len(chosen)
     start = 0
     for x, _ in loader:
         for index in range(start, start + len(x)):
-            if index in position:
-                images[position[index]] = x[index - start].float().cpu()
+            for rank in positions.get(index, ()):
+                images[rank] = x[index - start].float().cpu()
         start += len(x)
     return torch.stack(images).contiguous(), labels[torch.tensor(chosen)], list(data.classes)

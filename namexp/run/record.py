@@ -70,7 +70,10 @@ class RunRecord:
         return self.data["epochs"]
 
     def add_epoch(self, entry: dict[str, Any]) -> None:
-        self.epochs.append({k: _finite(entry.get(k)) for k in EPOCH_FIELDS})
+        kept = {k: _finite(entry.get(k)) for k in EPOCH_FIELDS}
+        if entry.get("gates"):  # per-site gate diagnostics (trainer.log_gates): record.json only
+            kept["gates"] = entry["gates"]
+        self.epochs.append(kept)
 
     def set_state(self, state: Any) -> None:
         """Where the run stands (`RunState`): epochs done, position, and the best epoch's entry."""
@@ -93,7 +96,7 @@ class RunRecord:
         self.data["updated"] = now_iso()
         write_text_atomic(self.folder.record, json.dumps(self.data, indent=1, default=str) + "\n")
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=EPOCH_FIELDS)
+        writer = csv.DictWriter(buffer, fieldnames=EPOCH_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.epochs)
         write_text_atomic(self.folder.metrics, buffer.getvalue())

@@ -26,6 +26,7 @@ from namexp.run.record import RunRecord, read_record
 from namexp.run.state import EpochSums
 from namexp.train import runtime
 from namexp.train.build import LRSchedule
+from namexp.train.gate_log import GateLog
 from namexp.train.outputs import (
     describe_run,
     epoch_line,
@@ -80,6 +81,7 @@ def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
         if record is not None:
             describe_run(record, cfg, ctx, s)
             tb = open_tensorboard(cfg, ctx, s, resumed=checkpoint is not None)
+            gates = GateLog(s.model, s.data.test, t.gate_images if t.log_gates else 0)
         steps, selection = len(s.data.train), f"{selection_split(cfg)}_top1_err"
         with StopFlag() as stop, TrainingProgress(t.progress, t.epochs, steps, enabled=d.is_main) as progress:
             for epoch in range(s.state.epochs_done, t.epochs):
@@ -96,6 +98,7 @@ def train(cfg: RunConfig, ctx: RunContext) -> dict[str, Any]:
                 entry = epoch_entry(cfg, s, epoch, sums, d)
                 best = s.state.end_epoch(entry[selection])
                 if record is not None:  # the record first: after a kill it may be ahead of the checkpoint, never behind
+                    entry["gates"] = gates.measure(s.model)
                     record.add_epoch(entry)
                     record.set_state(s.state)
                     record.write()

@@ -20,6 +20,7 @@ from namexp.run.checkpoint import PAYLOAD_FORMAT, save_rotating
 from namexp.run.record import RunRecord
 from namexp.train import runtime
 from namexp.train.build import config_dict
+from namexp.train.gate_log import gate_scalars
 from namexp.train.setup import RunContext, Setup
 from namexp.train.tensorboard import RunLogger, hparam_values
 
@@ -108,6 +109,7 @@ def log_epoch(tb: RunLogger, e: dict[str, Any], step: int, model: torch.nn.Modul
         "lr": e["lr"], "sparsity/penalty": e["penalty"], "sparsity/nam_l1": e["nam_l1"],
         "epoch": e["epoch"], "speed/img_s": e["img_s"],
     }, step)  # fmt: skip
+    tb.scalars(gate_scalars(e.get("gates") or {}), step)
     tb.nam(nam_modules(model), step)
 
 
