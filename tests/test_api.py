@@ -152,7 +152,8 @@ def test_readme_switch_table_names_real_options_with_their_defaults():
 def test_ci_runs_the_readme_test_command_verbatim():
     command = re.search(r"(?m)^python3 -m venv \.venv && .*pip install -e .*pytest.*$", README.read_text())
     assert command and '".[test,export,timm,explain,tune]"' in command.group(0)  # optional features' tests run in CI
-    assert command.group(0).endswith('pytest -m "not slow and not cluster"')  # the Slurm tests run on their own
+    assert command.group(0).endswith('pytest -m "not slow and not cluster and not long"')  # those run on their own
     ci = (README.parent / ".ci" / "run").read_text().splitlines()
     assert command.group(0) in ci
+    assert ci.index(".venv/bin/python -m pytest -m long") > ci.index(command.group(0))
     assert ci.index(".venv/bin/python -m pytest -m cluster") > ci.index(command.group(0))

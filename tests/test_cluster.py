@@ -90,10 +90,17 @@ def sacct_states(job_id: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
+def last_state(job_id: str) -> str:
+    """The job's latest state in the accounting; PENDING while sacct has no line for it yet (a pending array
+    task, or accounting a moment behind the controller)."""
+    states = sacct_states(job_id)
+    return states[-1] if states else "PENDING"
+
+
 def final_states(job_id: str) -> list[str]:
     """sacct_states once the job has ended (accounting lags a moment behind the job's own end)."""
     unfinished = ("PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING")
-    wait_until(lambda: sacct_states(job_id)[-1] not in unfinished, f"Slurm to record the end of {job_id}")
+    wait_until(lambda: last_state(job_id) not in unfinished, f"Slurm to record the end of {job_id}")
     return sacct_states(job_id)
 
 
@@ -149,7 +156,7 @@ def test_failed_and_cancelled_jobs_are_reported_and_the_wait_goes_on(tmp_path, c
     wait_until(lambda: running_mid_epoch(sweep / "0"), "job 0 trains", proc)
     ids = slurm_ids(sweep)
     subprocess.run(["scancel", ids["0"]], check=True)
-    wait_until(lambda: sacct_states(ids["0"])[-1].startswith("CANCELLED"), "job 0 is cancelled")
+    wait_until(lambda: last_state(ids["0"]).startswith("CANCELLED"), "job 0 is cancelled")
     time.sleep(5)  # submitit polls sacct at intervals: the old launcher would have stopped waiting by now
     assert proc.poll() is None or read_record(sweep / "1")["status"] == "completed"
     code, out = finish(proc)
@@ -213,7 +220,7 @@ def test_resume_of_a_sweep_whose_command_died_runs_only_the_unfinished_jobs(tmp_
     proc.kill()
     proc.wait()
     subprocess.run(["scancel", before["2"]], check=True)
-    wait_until(lambda: not sacct_states(before["2"])[-1].startswith(("PENDING", "RUNNING")), "job 2 is cancelled")
+    wait_until(lambda: not last_state(before["2"]).startswith(("PENDING", "RUNNING")), "job 2 is cancelled")
     assert (record_if_any(sweep / "1") or {}).get("status") != "completed"  # job 1 is still live
 
     code, out = finish(namexp(["train", "--resume", str(sweep)], tmp_path))

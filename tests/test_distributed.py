@@ -105,6 +105,7 @@ def fake_slurm_task(args: list[str], cwd: Path, rank: int, ntasks: int = 2) -> s
     )  # fmt: skip
 
 
+@pytest.mark.long
 def test_srun_tasks_train_one_ddp_run_like_torchrun(torchrun_reference, tmp_path):
     """`srun -n 2 namexp train ...` on one node, faked: the two tasks find each other from Slurm's variables."""
     run = tmp_path / "slurm"
@@ -119,6 +120,7 @@ def test_srun_tasks_train_one_ddp_run_like_torchrun(torchrun_reference, tmp_path
     assert_one_copy_of_each_log_line(run)
 
 
+@pytest.mark.long
 def test_trainer_devices_2_trains_one_ddp_run_like_torchrun(torchrun_reference, tmp_path, capsys):
     """torch's own launcher starts the two processes; the result is torchrun's."""
     run = tmp_path / "devices"
@@ -131,6 +133,7 @@ def test_trainer_devices_2_trains_one_ddp_run_like_torchrun(torchrun_reference, 
     assert_one_copy_of_each_log_line(run)
 
 
+@pytest.mark.long
 def test_a_local_sweep_with_trainer_devices_2_runs_each_job_as_a_2_process_run(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     result = run_inproc(

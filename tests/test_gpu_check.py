@@ -9,11 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.long
 def test_the_gpu_check_dry_run_exercises_every_path_the_cpu_can_and_writes_its_figures(tmp_path, cifar100_root):
     out = tmp_path / "gpu-check.json"
     proc = subprocess.run(

@@ -80,6 +80,7 @@ def snapshot(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.long
 def test_a_second_train_on_a_live_run_folder_refuses_and_leaves_the_first_alone(tmp_path, cifar100_root):
     """Two real processes on one run folder: the second exits with a one-line error naming the first."""
     run = tmp_path / "run"

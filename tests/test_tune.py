@@ -147,6 +147,7 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.long
 def test_a_killed_tuner_continues_to_exactly_n_trials_in_the_same_folders(tmp_path, capsys):
     args = [*TINY, "trainer.epochs=3", LR_SPACE, "--trials", "3", "--seeds", "1", "--pruner", "none"]
     proc = tuner(args, tmp_path)
@@ -174,6 +175,7 @@ def test_a_killed_tuner_continues_to_exactly_n_trials_in_the_same_folders(tmp_pa
     assert record["tags"]["trial"] == retry.number and record["tags"]["folder"] == "trial-0001"
 
 
+@pytest.mark.long
 def test_two_workers_share_one_sqlite_study(tmp_path):
     args = [*TINY, "trainer.epochs=3", LR_SPACE, "--trials", "4", "--seeds", "1", "--pruner", "none"]
     first = tuner(args, tmp_path, "first")
