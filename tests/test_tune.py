@@ -234,6 +234,7 @@ def test_arms_get_the_same_trials_and_a_holm_table(capsys):
         ([LR_SPACE, "--storage", "nosuchdb://host/study"], "cannot open the storage"),
         ([LR_SPACE, "--space", "no_such_space"], "no search space 'no_such_space'"),
         ([LR_SPACE, "--arms", "attention=nam"], "two or more different values"),
+        ([LR_SPACE, "trainer.devices=2"], "drop trainer.devices=2"),
     ],
 )
 def test_bad_input_is_one_line_and_creates_no_study(extra, expected, capsys):

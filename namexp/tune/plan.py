@@ -96,6 +96,11 @@ def plan_objective(
             f"--metric {metric} needs a validation split: add data.val_split=N (images held out of training, "
             "e.g. data.val_split=5000)"
         )
+    if run_cfg.trainer.devices > 1:  # the pruner's per-epoch hook lives in this process, not in spawned workers
+        raise UserError(
+            f"namexp tune trains each trial in its own process (the pruner watches every epoch): drop "
+            f"trainer.devices={run_cfg.trainer.devices}, or start one tuner worker per device on a shared --storage"
+        )
     first_seed = int(run_cfg.seed)
     return Objective(
         overrides=list(overrides),
