@@ -43,7 +43,7 @@ class LeaseInfo:
     def stale(self) -> bool:
         if self.age_s > STALE_AFTER_S:
             return True
-        return self.host == socket.gethostname() and not _pid_alive(self.pid)
+        return self.host == socket.gethostname() and not pid_alive(self.pid)
 
     def describe(self) -> str:
         return f"pid {self.pid} on {self.host} (last heartbeat {self.age_s:.0f} s ago)"
@@ -81,9 +81,10 @@ def refuse_if_live(folder: Path) -> None:
         )
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return True  # unknown: only the heartbeat's age can tell
+def pid_alive(pid) -> bool:
+    """Whether process `pid` of this host is alive; True when unknown (not a positive int)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True  # unknown: only a heartbeat's age can tell
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -22,6 +22,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from namexp.errors import UserError
+from namexp.run.lease import pid_alive
 from namexp.tune.objective import FINISHED, Surplus, TrialRunner, counted
 from namexp.tune.plan import Objective
 
@@ -126,7 +127,7 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
     storage, host, recovered = study._storage, socket.gethostname(), []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker") or {}
-        if worker.get("host") != host or worker.get("pid") == os.getpid() or _alive(worker.get("pid")):
+        if worker.get("host") != host or worker.get("pid") == os.getpid() or pid_alive(worker.get("pid")):
             continue
         try:
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
@@ -136,18 +137,6 @@ def recover_dead_trials(study: optuna.Study) -> list[int]:
         recovered.append(trial.number)
     optuna.storages.fail_stale_trials(study)
     return recovered
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int):
-        return True  # unknown: leave it to the heartbeat
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def run_study(study: optuna.Study, runner: TrialRunner, n_trials: int) -> None:
