@@ -223,6 +223,7 @@ def test_indices_choose_the_images(tiny_run, tmp_path, capsys):
     assert record["indices"] == [3, 0, 3] and record["images"] == 3
 
 
+@pytest.mark.long
 def test_a_sweep_folder_stands_for_one_run_per_group(tmp_path, capsys):
     sweep = tmp_path / "sweep"
     with pytest.MonkeyPatch.context() as mp:

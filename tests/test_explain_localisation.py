@@ -8,6 +8,7 @@ and Grad-CAM (which keeps positive evidence only) would then have nothing to sho
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -43,6 +44,7 @@ def write_folders(root, per_class: dict[str, int]) -> list[tuple[np.ndarray, int
     return val
 
 
+@pytest.mark.long
 def test_gradcam_peaks_on_the_patch_that_decides_the_class(tmp_path):
     val = write_folders(tmp_path / "folders", {"train": 24, "val": 10})
     data = [

@@ -73,6 +73,7 @@ def run_folders(root: Path) -> list[Path]:
     return sorted(p.parent.relative_to(root) for p in root.rglob("record.json"))
 
 
+@pytest.mark.long
 def test_six_trials_over_two_keys_find_a_better_setting(capsys):
     result = run_inproc(
         ["tune", *TINY, LR_SPACE, "sparsity=log(1e-5,1e-2)", "--trials", "6", "--seeds", "2", "--metric", "val_loss"],
@@ -194,6 +195,7 @@ def test_two_workers_share_one_sqlite_study(tmp_path):
     assert all(read_record(study_dir() / f)["status"] == "completed" for f in folders)
 
 
+@pytest.mark.long
 def test_arms_get_the_same_trials_and_a_holm_table(capsys):
     fixed = [o for o in TINY if not o.startswith("attention=")]  # the arms set it
     args = [*fixed, "optim.lr=log(0.01,0.2)", "attention.options.abs_weights=choice(true,false)", "--trials", "2"]
