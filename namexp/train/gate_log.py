@@ -47,7 +47,8 @@ class GateLog:
             sites = diagnose(model, self.images.to(next(model.parameters()).device))
         finally:
             model.train(was_training)
-        return {s.site: {"module": s.module, **{k: s.to_record()[k] for k in FIGURES}} for s in sites}
+        records = {s.site: (s.module, s.to_record()) for s in sites}
+        return {site: {"module": module, **{k: r[k] for k in FIGURES}} for site, (module, r) in records.items()}
 
 
 def gate_scalars(gates: dict[str, dict]) -> dict[str, float | None]:
