@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
@@ -133,19 +134,31 @@ def test_explain_writes_outputs_and_tensorboard_images(tiny_run, tmp_path, capsy
     assert len(list(other.glob("channel_gates_*.png"))) == 2 and not list(other.glob("spatial_*"))  # one per run
 
 
-def test_runs_on_other_data_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
+def test_runs_on_other_data_or_backbones_get_a_grid_of_their_own(tiny_run, tmp_path, capsys):
     small = train_once(
         tmp_path, tmp_path / "small", [*TINY_SYNTHETIC, "attention=half", "data.image_size=16", "trainer.epochs=1"]
     )
+    mobile = train_once(
+        tmp_path, tmp_path / "mobile", [*TINY_SYNTHETIC, "backbone=mobilenetv2", "attention=se", "trainer.epochs=1"]
+    )
     out = tmp_path / "out"
-    result = run_inproc(["explain", str(tiny_run), str(small), "--images", "2", "-o", str(out)], capsys)
+    given = [tiny_run, small, mobile, tiny_run.parent / "." / tiny_run.name]  # tiny_run twice: two columns
+    result = run_inproc(["explain", *map(str, given), "--images", "2", "-o", str(out)], capsys)
     assert result.code == 0, result.err
-    grids = sorted(p.name for p in out.glob("*.png"))
-    assert grids == [
-        "channel_gates_run.png", "channel_gates_small.png",
-        "gradcam_1_resnet20_synthetic.png", "gradcam_2_resnet20_synthetic.png",
-    ]  # fmt: skip
-    sites = json.loads((out / "diagnostics.json").read_text())["runs"]["small"]
+    record = json.loads((out / "diagnostics.json").read_text())
+    names = list(record["runs"])
+    assert record["grids"] == {  # grouped by backbone and data, in the order given, never mixed
+        "gradcam_1_resnet20_synthetic.png": [names[0], names[3]],
+        "gradcam_2_resnet20_synthetic.png": [names[1]],
+        "gradcam_3_mobilenetv2_synthetic.png": [names[2]],
+    }
+    grids = sorted(p.name for p in out.glob("gradcam*.png"))
+    assert grids == sorted(record["grids"])
+    widths = {name: Image.open(out / name).size[0] for name in grids}
+    assert widths["gradcam_1_resnet20_synthetic.png"] > widths["gradcam_3_mobilenetv2_synthetic.png"]
+    assert "gradcam_3_mobilenetv2_synthetic.png" in (out / "diagnostics.md").read_text()
+    assert {s["module"] for s in record["runs"][names[2]]} == {"se"}
+    sites = record["runs"][names[1]]
     assert {s["verdict"] for s in sites} == {"constant scale"} and {s["module"] for s in sites} == {"half"}
     logged = json.loads((small / "record.json").read_text())["epochs"][0]["gates"]  # per-epoch: the same verdict
     assert all(f["mean"] == pytest.approx(0.5) and f["range_5_95"] < 1e-6 for f in logged.values())

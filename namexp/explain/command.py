@@ -60,6 +60,7 @@ class Group:
     classes: list[str] = field(default_factory=list)
     columns: list[RunCams] = field(default_factory=list)
     folders: list[RunFolder] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)  # the run names of its columns, in order
 
 
 def output_dir(request: ExplainRequest) -> Path:
@@ -118,6 +119,7 @@ def explain_one(run: Path, name: str, request: ExplainRequest, groups: dict, map
     cams = gradcam(model, images, group.labels.to(loaded.device))
     group.columns.append(RunCams(f"{cfg.attention.name} ({name})", cams, predicted, confidence))
     group.folders.append(RunFolder(run.expanduser()))
+    group.runs.append(name)
     return sites
 
 
@@ -127,16 +129,22 @@ def grid_name(group: Group, index: int, several: bool) -> str:
     return f"gradcam_{index}_{backbone}_{data}.png" if several else "gradcam.png"
 
 
-def write_grids(output: Path, groups: dict) -> list[Path]:
+def grid_files(groups: dict) -> dict[str, Group]:
+    """Each group's grid file name, in the order the runs were given."""
+    several = len(groups) > 1
+    return {grid_name(group, index, several): group for index, group in enumerate(groups.values(), start=1)}
+
+
+def write_grids(output: Path, grids: dict[str, Group]) -> list[Path]:
     from namexp.analysis.report import figure_array, png_bytes
     from namexp.explain.grid import render_grid
     from namexp.explain.report import log_images
     from namexp.files import write_atomic
 
     written = []
-    for index, group in enumerate(groups.values(), start=1):
+    for name, group in grids.items():
         fig = render_grid(group.images, group.labels, group.classes, group.columns)
-        path = output / grid_name(group, index, len(groups) > 1)
+        path = output / name
         data = png_bytes(fig)
         write_atomic(path, lambda f, data=data: f.write(data), binary=True)
         image = figure_array(fig)
@@ -164,9 +172,11 @@ def run_explain(request: ExplainRequest) -> int:
     maps: list = []
     diagnostics = {name: explain_one(run, name, request, groups, maps) for run, name in zip(runs, run_names(runs))}
     count = len(request.indices) if request.indices else request.images
+    files = grid_files(groups)
     meta = {"images": count, "indices": request.indices, "split": request.split, "checkpoint": request.which}
+    meta["grids"] = {name: group.runs for name, group in files.items()}
     write_diagnostics(output, diagnostics, meta)
-    grids = write_grids(output, groups)
+    grids = write_grids(output, files)
     grids += write_maps(output, maps)
     print_diagnostics(diagnostics)
     print(f"wrote {output / 'diagnostics.json'}, {output / 'diagnostics.md'}, {', '.join(str(g) for g in grids)}")

@@ -57,6 +57,10 @@ def write_diagnostics(output: Path, diagnostics: dict[str, list[SiteGate]], meta
         f'A site is "constant scale" when its gate\'s 5-95 % range is below {CONSTANT_RANGE}, else "selects".',
         "",
         *markdown_table(HEADERS, rows(diagnostics)),
+        "",
+        "Grad-CAM grids (one per backbone and dataset):",
+        "",
+        *(f"- `{name}`: {', '.join(runs)}" for name, runs in meta["grids"].items()),
     ]
     write_text_atomic(output / "diagnostics.md", "\n".join(lines) + "\n")
 
