@@ -100,6 +100,24 @@ def test_training_logs_gate_diagnostics_every_epoch(tiny_run):
     assert "gates" not in (tiny_run / "metrics.csv").read_text().splitlines()[0]  # the CSV keeps its columns
 
 
+def test_gate_epochs_table_counts_the_selecting_sites_of_each_epoch(tiny_run):
+    import subprocess
+    import sys
+
+    from namexp.explain.gates import CONSTANT_RANGE
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gate_epochs.py"
+    proc = subprocess.run([sys.executable, str(script), str(tiny_run)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith(f"| {tiny_run.name} |")]
+    epochs = json.loads((tiny_run / "record.json").read_text())["epochs"]
+    assert [row[1] for row in rows] == [str(e["epoch"]) for e in epochs]
+    for row, entry in zip(rows, epochs):
+        selecting = sum(f["range_5_95"] >= CONSTANT_RANGE for f in entry["gates"].values())
+        assert row[3] == f"{selecting} of 9" and row[2] == f"{entry['test_top1_err']:.2f}"
+        assert len(row) == 7  # run, epoch, error, count, then layer1..layer3
+
+
 def test_gate_logging_is_off_without_attention_or_when_asked(tmp_path):
     for name, extra in (("none", ["attention=none"]), ("off", ["trainer.log_gates=false"])):
         run = train_once(tmp_path, tmp_path / name, [*TINY_SYNTHETIC, *extra, "trainer.epochs=1"])
