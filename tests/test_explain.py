@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from helpers import TINY_SYNTHETIC, one_error_line, run_inproc, train_once
-from namexp.explain.gates import diagnose, gate_ratio, summarise
+from namexp.explain.gates import diagnose, gate_ratio, nam_slope_x_std, summarise
 from namexp.explain.gradcam import gradcam
 from namexp.explain.images import balanced_order
 from namexp.models import build_model
@@ -27,6 +27,17 @@ class SteepGate(nn.Module):
 
     def forward(self, x):
         return x * torch.sigmoid(10 * x)
+
+
+class ChannelConstants(nn.Module):
+    """x · c_k with a fixed factor per channel, from 0.3 to 0.7: channels differ, the input changes nothing."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("factors", torch.linspace(0.3, 0.7, channels).view(1, -1, 1, 1))
+
+    def forward(self, x):
+        return x * self.factors
 
 
 def site_summary(module: nn.Module, channels: int = 16):
@@ -43,6 +54,25 @@ def test_constant_and_varying_gates_get_their_verdicts():
     assert nam.verdict == "constant scale" and abs(nam.mean - 0.5) < 0.01
     steep = site_summary(SteepGate())
     assert steep.verdict == "selects" and steep.p95 - steep.p05 > 0.5 and steep.std_positions > 0.1
+    assert steep.varying_channels == 1.0 and nam.varying_channels == 0.0
+    fixed = site_summary(ChannelConstants(16))
+    assert fixed.verdict == "fixed per-channel scale" and fixed.varying_channels == 0.0
+    assert fixed.p95 - fixed.p05 > 0.3 and fixed.std_positions < 1e-6 and fixed.std_images < 1e-6
+
+
+def test_one_selecting_channel_is_found_where_the_site_wide_range_misses_it():
+    """NAM after a long run: one channel's γ dominates, so w ≈ 1 there and ≈ 0 elsewhere -- fifteen
+    channels at 0.5 and one real gate, which the site's 5-95 % range (over all values) leaves out."""
+    nam = NAMChannel(16)
+    with torch.no_grad():
+        nam.channel.bn.weight.copy_(torch.tensor([1e-3] * 15 + [3.0]))
+    x = torch.randn(8, 16, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        gate = gate_ratio(x, nam.eval()(x))
+    summary = summarise("s", "nam", gate, nam_slope_x_std(nam.channel, x))
+    assert summary.p95 - summary.p05 < 0.02  # the site-wide rule alone would call it a constant
+    assert summary.varying_channels == pytest.approx(1 / 16) and summary.verdict == "selects"
+    assert summary.slope_x_std < 0.01 and summary.slope_x_std_max > 2
 
 
 def test_diagnose_reports_every_site_and_nam_slope():
@@ -91,6 +121,9 @@ def test_training_logs_gate_diagnostics_every_epoch(tiny_run):
     epochs = json.loads((tiny_run / "record.json").read_text())["epochs"]
     gates = [e["gates"] for e in epochs]
     assert len(gates) == 2 and all(len(g) == 9 for g in gates)
+    assert all(
+        f["slope_x_std_max"] >= f["slope_x_std"] and 0 <= f["varying_channels"] <= 1 for g in gates for f in g.values()
+    )
     assert all(f["module"] == "nam" and 0 < f["mean"] < 1 and f["slope_x_std"] >= 0 for g in gates for f in g.values())
     events = scalar_events(tiny_run)
     for site in gates[0]:
@@ -114,8 +147,9 @@ def test_gate_epochs_table_counts_the_selecting_sites_of_each_epoch(tiny_run):
     epochs = json.loads((tiny_run / "record.json").read_text())["epochs"]
     assert [row[1] for row in rows] == [str(e["epoch"]) for e in epochs]
     for row, entry in zip(rows, epochs):
-        selecting = sum(f["range_5_95"] >= CONSTANT_RANGE for f in entry["gates"].values())
-        assert row[3] == f"{selecting} of 9" and row[2] == f"{entry['test_top1_err']:.2f}"
+        wide = sum(f["range_5_95"] >= CONSTANT_RANGE for f in entry["gates"].values())
+        varying = sum(f["varying_channels"] > 0 for f in entry["gates"].values())
+        assert row[3] == f"{wide} / {varying} of 9" and row[2] == f"{entry['test_top1_err']:.2f}"
         assert len(row) == 7  # run, epoch, error, count, then layer1..layer3
 
 

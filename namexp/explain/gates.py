@@ -6,13 +6,18 @@ BAM, TAM, ECA, ``half``) that is exactly the factor it applies; for non-local bl
 relative change. Per site the summary holds the gate's mean, its spread over channels, positions and images,
 the 5-95 % range and the fraction of values within ±0.01 of the mean.
 
-The constant-scale rule: a site whose gate has a 5-95 % range below 0.02 applies (up to 2 %) one
-constant factor to every channel, position and image -- it scales, it does not select. Its verdict is
-"constant scale"; every other site "selects".
+Whether a gate depends on the input is asked per channel too: ``varying_channels`` is the share of channels
+whose own gate (over images and positions) has a 5-95 % range of at least 0.02. The verdicts:
+- "constant scale": the site's 5-95 % range is below 0.02 and no channel varies -- up to 2 %, one factor for
+  every channel, position and image, like ``half``;
+- "fixed per-channel scale": channels get different factors, but none varies with the input (a learned
+  per-channel constant, not attention);
+- "selects": at least one channel's gate varies with the image or position (``varying_channels`` says how
+  many: a wide range can hide in a few channels that the site-wide 5-95 % range leaves out).
 
 For NAM the eval-mode gate is ``sigmoid(a·x + b)`` with ``a = w·γ/√(σ²+ε)`` (``namexp.export.fold``);
-``slope_x_std`` is the median over features of ``|a|·std(x)`` on these images. Much below 1, the sigmoid
-barely moves over the inputs it sees: the gate is a constant scale whatever its offset.
+``slope_x_std`` is the median over features of ``|a|·std(x)`` on these images, ``slope_x_std_max`` the
+largest. Much below 1, the sigmoid barely moves over the inputs it sees: that feature's gate is a constant.
 """
 
 from __future__ import annotations
@@ -39,8 +44,10 @@ class SiteGate:
     p05: float
     p95: float
     near_mean: float
+    varying_channels: float
     verdict: str
     slope_x_std: float | None = None
+    slope_x_std_max: float | None = None
 
     @property
     def range(self) -> float:
@@ -50,8 +57,17 @@ class SiteGate:
         return {**asdict(self), "range_5_95": self.range}
 
 
-def verdict(p05: float, p95: float) -> str:
-    return "constant scale" if p95 - p05 < CONSTANT_RANGE else "selects"
+def verdict(p05: float, p95: float, varying_channels: float) -> str:
+    if varying_channels > 0:
+        return "selects"
+    return "constant scale" if p95 - p05 < CONSTANT_RANGE else "fixed per-channel scale"
+
+
+def channel_ranges(gate: Tensor) -> Tensor:
+    """Each channel's 5-95 % gate range over images and positions (C,); NaN for a channel with no value."""
+    per_channel = gate.transpose(0, 1).reshape(gate.shape[1], -1).float()
+    quantiles = torch.nanquantile(per_channel, torch.tensor([0.05, 0.95]), dim=1)
+    return quantiles[1] - quantiles[0]
 
 
 def _nanstd(t: Tensor, dim: int) -> Tensor:
@@ -68,14 +84,17 @@ def gate_ratio(inputs: Tensor, output: Tensor) -> Tensor:
     return torch.where(mask, y / torch.where(mask, x, torch.ones_like(x)), torch.full_like(x, float("nan")))
 
 
-def summarise(site: str, module: str, gate: Tensor, slope_x_std: float | None = None) -> SiteGate:
-    """The summary of one site's gate values (N, C, H, W) with NaN where undefined."""
+def summarise(site: str, module: str, gate: Tensor, slopes: Tensor | None = None) -> SiteGate:
+    """The summary of one site's gate values (N, C, H, W) with NaN where undefined; `slopes`: NAM's
+    |a|·std(x) per feature, if the site has a NAM gate."""
     values = gate[gate.isfinite()]
     if values.numel() == 0:
         values = torch.zeros(1, dtype=torch.float64)
     positions = gate.flatten(2)
     p05, p95 = (float(q) for q in torch.quantile(values.float(), torch.tensor([0.05, 0.95])))
     mean = float(values.mean())
+    ranges = channel_ranges(gate)
+    varying = float((ranges[ranges.isfinite()] >= CONSTANT_RANGE).double().sum() / max(len(ranges), 1))
     return SiteGate(
         site=site,
         module=module,
@@ -86,8 +105,10 @@ def summarise(site: str, module: str, gate: Tensor, slope_x_std: float | None = 
         p05=p05,
         p95=p95,
         near_mean=float(((values - mean).abs() <= NEAR_MEAN).double().mean()),
-        verdict=verdict(p05, p95),
-        slope_x_std=slope_x_std,
+        varying_channels=varying,
+        verdict=verdict(p05, p95, varying),
+        slope_x_std=None if slopes is None else float(slopes.median()),
+        slope_x_std_max=None if slopes is None else float(slopes.max()),
     )
 
 
@@ -150,9 +171,8 @@ class GateRecorder(contextlib.AbstractContextManager):
         for site in self.sites:
             if not self.gates[site.site]:
                 continue
-            slopes = self.slopes[site.site]
-            slope = float(torch.cat(slopes).median()) if slopes else None
-            result.append(summarise(site.site, site.module, torch.cat(self.gates[site.site]), slope))
+            slopes = torch.cat(self.slopes[site.site]) if self.slopes[site.site] else None
+            result.append(summarise(site.site, site.module, torch.cat(self.gates[site.site]), slopes))
         return result
 
 

@@ -19,13 +19,14 @@ HEADERS = (
     "std img",
     "5-95 %",
     "±0.01",
-    "|a|·std x",
+    "varying ch",
+    "|a|·std x median / max",
     "verdict",
 )
 
 
 def _row(run: str, s: SiteGate) -> list[str]:
-    slope = "" if s.slope_x_std is None else f"{s.slope_x_std:.3g}"
+    slope = "" if s.slope_x_std is None else f"{s.slope_x_std:.3g} / {s.slope_x_std_max:.3g}"
     return [
         run,
         s.site,
@@ -36,6 +37,7 @@ def _row(run: str, s: SiteGate) -> list[str]:
         f"{s.std_images:.2g}",
         f"{s.p05:.3f}-{s.p95:.3f}",
         f"{100 * s.near_mean:.0f} %",
+        f"{100 * s.varying_channels:.0f} %",
         slope,
         s.verdict,
     ]
@@ -54,7 +56,10 @@ def write_diagnostics(output: Path, diagnostics: dict[str, list[SiteGate]], meta
         "# Attention diagnostics",
         "",
         f"Gate = output / input of each attention module on {meta['images']} {meta['split']} images. "
-        f'A site is "constant scale" when its gate\'s 5-95 % range is below {CONSTANT_RANGE}, else "selects".',
+        f'"constant scale": the gate\'s 5-95 % range is below {CONSTANT_RANGE} and no channel varies; '
+        f'"fixed per-channel scale": channels differ but none varies with the input; "selects": the share of '
+        f"channels whose own 5-95 % range (over images and positions) is at least {CONSTANT_RANGE} is above 0 "
+        "(\"varying ch\"). |a|·std x: NAM's gate slope times its input's spread, median and largest over features.",
         "",
         *markdown_table(HEADERS, rows(diagnostics)),
         "",
@@ -70,7 +75,7 @@ def print_diagnostics(diagnostics: dict[str, list[SiteGate]]) -> None:
     from rich.table import Table
 
     skip = 1 if len(diagnostics) == 1 else 0  # one run: no run column
-    table = Table(title=f"Attention gates (constant scale: 5-95 % range < {CONSTANT_RANGE})")
+    table = Table(title=f"Attention gates (constant scale: 5-95 % range < {CONSTANT_RANGE}, no channel varying)")
     for header in HEADERS[skip:]:
         table.add_column(header, no_wrap=header in ("site", "verdict"))
     for row in rows(diagnostics):

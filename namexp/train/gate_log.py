@@ -17,7 +17,16 @@ from namexp.explain.gates import diagnose
 from namexp.models import attention_sites
 
 # What each site's summary contributes per epoch (std: over channels, the gate's spread that selects channels).
-FIGURES = ("mean", "std_channels", "std_positions", "range_5_95", "near_mean", "slope_x_std")
+FIGURES = (
+    "mean",
+    "std_channels",
+    "std_positions",
+    "range_5_95",
+    "near_mean",
+    "varying_channels",
+    "slope_x_std",
+    "slope_x_std_max",
+)
 
 
 def fixed_images(loader, count: int) -> torch.Tensor:
