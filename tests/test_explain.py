@@ -153,6 +153,18 @@ def test_gate_epochs_table_counts_the_selecting_sites_of_each_epoch(tiny_run):
         assert len(row) == 7  # run, epoch, error, count, then layer1..layer3
 
 
+def test_nam_gammas_table_has_a_row_per_gate(tiny_run):
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "nam_gammas.py"
+    proc = subprocess.run([sys.executable, str(script), str(tiny_run)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split(" | ") for line in proc.stdout.splitlines() if line.startswith("| layer")]
+    assert [row[0] for row in rows] == [f"| layer{s}.{b}.channel" for s in (1, 2, 3) for b in (0, 1, 2)]
+    assert all(float(row[4].rstrip(" |")) <= float(row[3]) for row in rows)  # w ≤ 1, so w·|γ| ≤ |γ|
+
+
 def test_gate_logging_is_off_without_attention_or_when_asked(tmp_path):
     for name, extra in (("none", ["attention=none"]), ("off", ["trainer.log_gates=false"])):
         run = train_once(tmp_path, tmp_path / name, [*TINY_SYNTHETIC, *extra, "trainer.epochs=1"])
