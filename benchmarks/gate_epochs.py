@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from namexp.explain.gates import CONSTANT_RANGE
+from namexp.tables import markdown_table
 
 
 def largest(sites: list[dict], key: str) -> float | None:
@@ -60,9 +61,7 @@ def table(paths: list[str]) -> list[str]:
         stages = stages if len(stages) >= len(run_stages) else run_stages
         rows += run_rows
     headers = ["run", "epoch", "test top-1 err %", "sites: wide range / varying channel", *stages]
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    lines += ["| " + " | ".join(row + ["–"] * (len(headers) - len(row))) + " |" for row in rows]
-    return lines
+    return markdown_table(headers, [row + ["–"] * (len(headers) - len(row)) for row in rows])
 
 
 def main(paths: list[str]) -> None:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 from namexp.run.checkpoint import load_checkpoint
 from namexp.run.layout import RunFolder
+from namexp.tables import markdown_table
 
 
-def gamma_rows(state: dict) -> list[str]:
+def gamma_rows(state: dict) -> list[list[str]]:
     rows = []
     for key, gamma in state.items():
         if ".attention." not in key or not key.endswith(".bn.weight"):
@@ -24,16 +25,15 @@ def gamma_rows(state: dict) -> list[str]:
         weight = size / size.sum()
         gate = key.removesuffix(".bn.weight").replace(".attention", "")
         rows.append(
-            f"| {gate} | {gamma.numel()} | {size.mean():.4f} | {size.max():.3f} | {(weight * size).max():.3f} |"
+            [gate, str(gamma.numel()), f"{size.mean():.4f}", f"{size.max():.3f}", f"{(weight * size).max():.3f}"]
         )
     return rows
 
 
 def main(run: str, which: str = "last") -> None:
     state = load_checkpoint(RunFolder(Path(run)).checkpoint(which))["model"]
-    print("| gate | C | mean \\|γ\\| | largest \\|γ\\| | largest w·\\|γ\\| |")
-    print("| --- | --- | --- | --- | --- |")
-    print("\n".join(gamma_rows(state)))
+    headers = ["gate", "C", "mean |γ|", "largest |γ|", "largest w·|γ|"]
+    print("\n".join(markdown_table(headers, gamma_rows(state))))
 
 
 if __name__ == "__main__":
