@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from namexp.tune.runs import train_run, without_key
 from namexp.tune.space import override
 
 ALPHA, POWER = 0.05, 0.8
+MIN_SEEDS = 2  # the fewest per arm a t-test can use
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,8 @@ def optuna_state_complete():
 
 
 def seeds_needed(a: list[float], b: list[float]) -> float | None:
-    """Seeds per arm for 80 % power at alpha 0.05 given the observed difference; inf when there is none."""
+    """Seeds per arm for 80 % power at alpha 0.05 given the observed difference; inf when there is none, None when
+    it cannot be told (fewer than two values, no spread, or the solver did not converge)."""
     from statsmodels.stats.power import TTestIndPower
 
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
@@ -100,8 +103,17 @@ def seeds_needed(a: list[float], b: list[float]) -> float | None:
     if pooled == 0:
         return None
     d = abs(ma - mb) / pooled
-    n = TTestIndPower().solve_power(effect_size=d, alpha=ALPHA, power=POWER, ratio=1.0, alternative="two-sided")
-    return float(math.ceil(n))
+    # The two-sided power as its upper tail alone (one-sided at alpha / 2): the lower tail (a significant result
+    # of the wrong sign) is below 1e-5 wherever the power is near 80 %, and statsmodels' noncentral t returns NaN
+    # for it once d is large (about 9), which once crashed a tune. Same seeds as the two-sided solve for d <= 5.
+    one_tail = {"alpha": ALPHA / 2, "ratio": 1.0, "alternative": "larger"}
+    power = TTestIndPower()
+    if power.power(effect_size=d, nobs1=MIN_SEEDS, **one_tail) >= POWER:
+        return float(MIN_SEEDS)  # the solver searches above two seeds and cannot land on them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels' ConvergenceWarning: handled below as "unknown"
+        n = power.solve_power(effect_size=d, power=POWER, **one_tail)
+    return float(math.ceil(n)) if math.isfinite(n) else None
 
 
 def comparison(arms: list[Arm], values: list[list[float]], studies) -> list[dict[str, Any]]:
