@@ -60,6 +60,27 @@ def test_a_lease_held_by_another_process_refuses_a_second_writer_and_is_gone_aft
     assert not RunFolder(tmp_path).lease.exists()
 
 
+def test_waiting_for_a_lease_is_told_once_and_takes_it_when_the_holder_releases(tmp_path, monkeypatch):
+    monkeypatch.setattr(lease, "HEARTBEAT_S", 0.05)  # poll fast: the holder lets go within a second
+    holder = hold_lease(tmp_path)
+    assert not lease.Lease(tmp_path).try_acquire()  # live holder: no, and no error
+    told = []
+
+    def on_wait(info: lease.LeaseInfo) -> None:
+        told.append(info.pid)
+        holder.stdin.close()  # the holder releases only once we are known to wait
+
+    mine = lease.Lease(tmp_path)
+    mine.wait_and_acquire(on_wait)
+    try:
+        assert told == [holder.pid]
+        assert lease.holder(tmp_path).pid == os.getpid()
+    finally:
+        mine.release()
+        holder.wait()
+    assert not RunFolder(tmp_path).lease.exists()
+
+
 def test_a_stale_lease_is_taken_over_with_a_message(tmp_path, caplog):
     write_lease(tmp_path, socket.gethostname(), dead_pid(), age_s=1)  # this host, its process is gone
     assert lease.holder(tmp_path).stale and not lease.is_live(tmp_path)

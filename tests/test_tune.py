@@ -58,9 +58,9 @@ def load(name: str = "tune", folder: str | None = None) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
 
 
-def has_trials() -> bool:
+def has_trials(name: str = "tune") -> bool:
     try:
-        return bool(load().trials)
+        return bool(load(name, folder="tune").trials)
     except Exception:  # no database or no study in it yet
         return False
 
@@ -206,7 +206,8 @@ def test_arms_get_the_same_trials_and_a_holm_table(capsys):
     for arm, keys in (("none", {"optim.lr"}), ("nam", {"optim.lr", "attention.options.abs_weights"})):
         study = load(f"tune.attention={arm}", folder="tune")
         assert len(finished(study)) == 2 and set(study.best_params) == keys
-        finals = sorted((root / f"attention={arm}" / "final").glob("seed-*/record.json"))
+        finals = sorted((root / f"attention={arm}" / "final").glob("*/seed-*/record.json"))
+        assert {p.parent.parent.name for p in finals} == {f"trial-{study.best_trial.number:04d}"}
         assert [json.loads(p.read_text())["seed"] for p in finals] == [1, 2]  # fresh seeds, not the tuning seed 0
     table = json.loads((root / "comparison.json").read_text())
     rows = {r["arm"]: r for r in table["arms"]}
@@ -216,6 +217,32 @@ def test_arms_get_the_same_trials_and_a_holm_table(capsys):
     assert nam["p_holm"] is None or 0 <= nam["p"] <= nam["p_holm"] <= 1
     text = (root / "comparison.md").read_text()
     assert "p (Holm)" in text and "seeds needed" in text and "attention=nam" in text
+
+
+@pytest.mark.long
+def test_two_workers_with_arms_wait_for_each_other_and_retrain_each_best_once(tmp_path):
+    fixed = [o for o in TINY if not o.startswith("attention=")]
+    args = [*fixed, LR_SPACE, "--trials", "2", "--seeds", "1", "--arms", "attention=none,nam", "--final-seeds", "2"]
+    args += ["--pruner", "none"]
+    first = tuner(args, tmp_path, "first")
+    wait_for(lambda: has_trials("tune.attention=none"), first)
+    second = tuner(args, tmp_path, "second")
+    for proc in (first, second):
+        assert proc.wait(timeout=600) == 0, output(proc)
+    root = study_dir()
+    assert any("waiting for" in output(p) for p in (first, second))  # one waited for the other's trials or retraining
+    for arm in ("none", "nam"):
+        study = load(f"tune.attention={arm}", folder="tune")
+        assert len(finished(study)) == 2
+        final = root / f"attention={arm}" / "final"
+        assert [p.name for p in final.iterdir()] == [f"trial-{study.best_trial.number:04d}"]  # the final best's
+        for seed in (1, 2):
+            run = final / f"trial-{study.best_trial.number:04d}" / f"seed-{seed}"
+            assert read_record(run)["status"] == "completed"
+            assert (run / "train.log").read_text().count("run folder") == 1  # trained once, by one of the two
+    table = json.loads((root / "comparison.json").read_text())
+    assert [r["n"] for r in table["arms"]] == [2, 2]
+    assert "attention=nam" in output(first) and "attention=nam" in output(second)  # both printed the table
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,22 @@ class Lease:
         self.release()
 
     def acquire(self) -> None:
+        """Take the lease, or the one-line error naming the live holder."""
+        while not self.try_acquire():
+            refuse_if_live(self.folder)  # returns only if the holder went stale meanwhile: try again
+
+    def wait_and_acquire(self, on_wait: Callable[[LeaseInfo], None]) -> None:
+        """Take the lease, waiting as long as a live process holds it; `on_wait(holder)` is told once."""
+        told = False
+        while not self.try_acquire():
+            info = holder(self.folder)
+            if info is not None and not told:
+                on_wait(info)
+                told = True
+            time.sleep(HEARTBEAT_S)
+
+    def try_acquire(self) -> bool:
+        """Take the lease unless a live process holds it (a stale lease is taken over); False when one does."""
         while True:
             if self._create():
                 break
@@ -119,11 +136,11 @@ class Lease:
             if info is None:
                 continue  # released between our try and our look
             if not info.stale:
-                refuse_if_live(self.folder)
-                continue  # went stale meanwhile
+                return False
             self._take_over(info)
         self._thread = threading.Thread(target=self._beat, name="namexp-lease", daemon=True)
         self._thread.start()
+        return True
 
     def release(self) -> None:
         self._stop.set()

@@ -9,6 +9,7 @@ difference with 80 % power (statsmodels' TTestIndPower; the effect size is Cohen
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -18,10 +19,13 @@ from typing import Any
 from namexp.compare.stats import mean_std, welch_p
 from namexp.errors import UserError
 from namexp.files import write_text_atomic
+from namexp.run.lease import Lease
 from namexp.tune.objective import FINISHED
 from namexp.tune.plan import Objective
 from namexp.tune.runs import train_run, without_key
 from namexp.tune.space import override
+
+log = logging.getLogger("namexp")
 
 ALPHA, POWER = 0.05, 0.8
 MIN_SEEDS = 2  # the fewest per arm a t-test can use
@@ -68,18 +72,27 @@ def retrain_best(arm: Arm, study, objective: Objective, folder: Path, final_seed
         raise UserError(
             f"arm {arm.label}: no trial completed (all pruned or failed): raise --trials or use --pruner none"
         )
-    params = study.best_trial.params
+    best = study.best_trial
     first = objective.seeds[-1] + 1
-    overrides = without_key(objective.overrides, "seed") + [override(k, v) for k, v in params.items()]
-    metric, values = test_metric(objective.metric), []
-    for seed in range(first, first + final_seeds):
-        run_dir = folder / "final" / f"seed-{seed}"
-        tags = {"study": study.study_name, "final": True, "best_trial": study.best_trial.number}
-        record = train_run([*overrides, f"seed={seed}"], run_dir, tags)
-        value = (record.get("final") or {}).get(metric)
-        if value is None:
-            raise RuntimeError(f"{run_dir} recorded no final {metric}")
-        values.append(float(value))
+    overrides = without_key(objective.overrides, "seed") + [override(k, v) for k, v in best.params.items()]
+    # Named by the best trial: a study extended with more trials retrains a new best in a folder of its own,
+    # never reading the old best's runs as the new one's.
+    final = folder / "final" / f"trial-{best.number:04d}"
+    final.mkdir(parents=True, exist_ok=True)
+    held = Lease(final)  # several tuners on one study: one retrains, the others wait and read its records
+    held.wait_and_acquire(lambda other: log.info("%s: retrained by %s; waiting for it", final, other.describe()))
+    try:
+        metric, values = test_metric(objective.metric), []
+        for seed in range(first, first + final_seeds):
+            run_dir = final / f"seed-{seed}"
+            tags = {"study": study.study_name, "final": True, "best_trial": best.number}
+            record = train_run([*overrides, f"seed={seed}"], run_dir, tags)
+            value = (record.get("final") or {}).get(metric)
+            if value is None:
+                raise RuntimeError(f"{run_dir} recorded no final {metric}")
+            values.append(float(value))
+    finally:
+        held.release()
     return values
 
 

@@ -115,7 +115,7 @@ def run_tune(request: TuneRequest) -> int:
             study.make_pruner(request.pruner, request.trials),
         )  # fmt: skip
         folder = study_dir / arm.label if arm else study_dir
-        study.run_study(one, TrialRunner(objective, folder, study_name, request.trials), request.trials)
+        study.finish_study(one, TrialRunner(objective, folder, study_name, request.trials), request.trials)
         report.write_study_report(one, folder, url, objective)
         studies.append(one)
     if request.arms:

@@ -2,7 +2,8 @@
 
 Storage: an Optuna RDB storage, SQLite in the study folder by default, any SQLAlchemy URL (PostgreSQL,
 MySQL) when given, so several processes, machines or Slurm jobs work on one study. Each worker asks for one
-trial at a time; a trial numbered past N counted trials does not run, so concurrent workers stop at N.
+trial at a time; a trial numbered past N counted trials does not run, so concurrent workers stop at N, and
+each waits for the others' trials before it reports (the best trial is final then).
 
 A trial left RUNNING by a killed tuner is failed and retried with the same setting in the same folders
 (Optuna's RetryFailedTrialCallback): at once when its process is gone from this host, and through Optuna's
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import socket
+import time
 from pathlib import Path
 
 import optuna
@@ -29,6 +31,7 @@ from namexp.tune.plan import Objective
 log = logging.getLogger("namexp")
 DEFINITION_ATTR = "namexp_definition"
 HEARTBEAT_S, GRACE_S = 60, 180
+WAIT_POLL_S = 5  # how often a tuner that has run its share looks whether the others' trials have ended
 
 
 def default_storage(study_dir: Path) -> str:
@@ -153,3 +156,19 @@ def run_study(study: optuna.Study, runner: TrialRunner, n_trials: int) -> None:
         study.optimize(runner, n_trials=1, catch=(Surplus,))
         if runner.surplus:  # N trials are counted: the workers that hold them finish them
             return
+
+
+def finish_study(study: optuna.Study, runner: TrialRunner, n_trials: int) -> None:
+    """run_study, then wait while other tuners finish the trials they hold (running again any whose tuner
+    died): a tuner returns when the study is done, so its report, its best trial and the arms' retraining of
+    that best are final."""
+    told = False
+    while True:
+        run_study(study, runner, n_trials)
+        running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        if not running:
+            return
+        if not told:
+            log.info("study %s: waiting for trial(s) %s, which other tuners run", study.study_name, running)
+            told = True
+        time.sleep(WAIT_POLL_S)
