@@ -110,5 +110,5 @@ def render_spatial(name: str, shown_images: list[np.ndarray], sites: list[str], 
             axes[i][j].set_title(f"{head}{cell.min():.4f}-{cell.max():.4f}", fontsize=7)
             axes[i][j].axis("off")
     fig.suptitle(f"spatial gates (mean over channels; range per cell): {name}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / fig.get_figheight()))  # half an inch on top for the title
     return fig
