@@ -99,18 +99,21 @@ def test_six_trials_over_two_keys_find_a_better_setting(capsys):
     assert (study_dir() / "history.png").stat().st_size > 0
 
 
-def test_hopeless_trials_are_pruned_and_recorded_as_pruned(capsys):
-    """Two good settings first (the median pruner's start-up trials), then a learning rate that learns nothing."""
+@pytest.mark.parametrize("pruner", ["median", "halving"])
+def test_hopeless_trials_are_pruned_and_recorded_as_pruned(pruner, capsys):
+    """Two good settings first (the median pruner's start-up trials), then a learning rate that learns nothing:
+    below the median, and not in the top third that successive halving promotes."""
     from namexp.config import launch
     from namexp.tune import plan, space, study
 
     args = [*TINY, "trainer.epochs=3", "optim.lr=log(1e-5,0.3)", "--metric", "train_loss", "--seeds", "2"]
+    args += ["--pruner", pruner]
     params, overrides = space.build_space({}, [LR_SPACE])
     with launch.hydra_app("tune") as app:
         objective = plan.plan_objective(app, TINY + ["trainer.epochs=3"], params, 2, "train_loss")
     study_dir().mkdir(parents=True)
     storage = study.open_storage(study.default_storage(study_dir()))
-    created = study.load_or_create(storage, "tune", objective, study.make_sampler(), study.make_pruner("median", 3))
+    created = study.load_or_create(storage, "tune", objective, study.make_sampler(), study.make_pruner(pruner, 3))
     for lr in (0.1, 0.1, 1e-5):  # Optuna's own way to seed a study with settings
         created.enqueue_trial({"optim.lr": lr})
 
