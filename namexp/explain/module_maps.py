@@ -29,6 +29,7 @@ TB_TAGS = {"channel": "explain/channel_gates", "spatial": "explain/spatial_gates
 @dataclass
 class RunMaps:
     name: str
+    module: str  # the attention type, named in the figures' titles beside the run (a sweep's runs are numbers)
     folder: RunFolder
     sites: list[str]
     strip: np.ndarray | None = None
@@ -46,11 +47,11 @@ def run_maps(name: str, folder: RunFolder, recorder: GateRecorder, images: Tenso
     if not recorded:
         if requested:  # asked for explicitly: nothing to draw is an error, not an empty picture
             raise UserError(f"{name}: attention {module} has no gate to map: use --maps none")
-        return RunMaps(name, folder, [])
+        return RunMaps(name, module, folder, [])
     kinds = kinds_for(module, requested, name)
     chosen = choose_sites([s.site for s in recorded], sites, name)
     gates = {s: torch.cat(recorder.gates[s]) for s in chosen}
-    result = RunMaps(name, folder, chosen)
+    result = RunMaps(name, module, folder, chosen)
     if "channel" in kinds:
         result.strip = channel_strip(gates, chosen)
     if "spatial" in kinds:
@@ -65,11 +66,11 @@ def write_run_maps(output: Path, run: RunMaps) -> list[Path]:
     from namexp.explain.report import log_images
     from namexp.files import write_atomic
 
-    figures = {}
+    figures, title = {}, f"{run.module} ({run.name})"  # as the Grad-CAM grid names its columns
     if run.strip is not None:
-        figures["channel"] = render_channel_strip(run.name, run.sites, run.strip)
+        figures["channel"] = render_channel_strip(title, run.sites, run.strip)
     if run.spatial:
-        figures["spatial"] = render_spatial(run.name, run.images, run.sites, run.spatial)
+        figures["spatial"] = render_spatial(title, run.images, run.sites, run.spatial)
     written = []
     for kind, fig in figures.items():
         path = output / f"{kind}_gates_{file_stem(run.name)}.png"
