@@ -26,7 +26,8 @@ from namexp.models import build_model
 def optimised_ops(backbone: str, attention: str, folder: Path) -> collections.Counter:
     model = build_model(backbone, attention, num_classes=100, image_size=32).eval()
     path = folder / f"{attention}.onnx"
-    FORMATS["onnx"].write(fold_for_inference(model), torch.zeros(1, 3, 32, 32), path, ExportOptions())
+    folded = fold_for_inference(model, gate_form="conv")  # as namexp export writes it
+    FORMATS["onnx"].write(folded, torch.zeros(1, 3, 32, 32), path, ExportOptions())
     options = onnxruntime.SessionOptions()
     options.optimized_model_filepath = str(folder / f"{attention}.optimised.onnx")
     options.log_severity_level = 3  # its warning that the saved graph is specific to this CPU is the point here

@@ -15,7 +15,7 @@ import torch
 
 from helpers import read_record, run_inproc
 from namexp.export.check import RELATIVE_TOLERANCE
-from namexp.export.fold import fold_for_inference
+from namexp.export.fold import GATE_FORMS, fold_for_inference
 from namexp.export.formats import FORMATS, ExportOptions
 from namexp.models import attention_names, build_model
 
@@ -54,11 +54,15 @@ def model_of(family: str, attention: str) -> torch.nn.Module:
     return random_statistics(build_model(backbone, attention, num_classes=10, image_size=32, **kwargs))
 
 
+# The gate form only changes NAM's gates: the other types are folded once.
+FOLDINGS = [(a, form) for a in attention_names() for form in (GATE_FORMS if a.startswith("nam") else ("affine",))]
+
+
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("attention", attention_names())
-def test_folding_changes_logits_by_float_rounding_only(family, attention):
+@pytest.mark.parametrize(("attention", "gate_form"), FOLDINGS)
+def test_folding_changes_logits_by_float_rounding_only(family, attention, gate_form):
     model = model_of(family, attention).double()
-    folded = fold_for_inference(model)
+    folded = fold_for_inference(model, gate_form)
     x = torch.randn(4, 3, 32, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = model(x), folded(x)
@@ -71,7 +75,7 @@ def test_folding_changes_logits_by_float_rounding_only(family, attention):
 
 
 def exported_equals_pytorch(model: torch.nn.Module, fmt: str, tmp_path: Path) -> None:
-    folded = fold_for_inference(model)
+    folded = fold_for_inference(model, gate_form="conv")  # as namexp export writes it
     path = tmp_path / f"model{FORMATS[fmt].suffix}"
     FORMATS[fmt].write(folded, torch.zeros(2, 3, 32, 32), path, ExportOptions(batch=2, dynamic_batch=True))
     runner = FORMATS[fmt].load(path)
@@ -79,6 +83,36 @@ def exported_equals_pytorch(model: torch.nn.Module, fmt: str, tmp_path: Path) ->
     with torch.no_grad():
         expected, got = model(x), torch.as_tensor(runner(x))
     assert (got - expected).abs().max().item() <= RELATIVE_TOLERANCE * max(1.0, expected.abs().max().item())
+
+
+def ort_ops(attention: str, gate_form: str, tmp_path: Path) -> dict[str, int]:
+    """The op counts of ONNX Runtime's optimised graph of a folded ResNet-18 (as benchmarks/ort_nodes.py)."""
+    import collections
+
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(0)
+    model = build_model("resnet18", attention, num_classes=10, image_size=32).eval()
+    path = tmp_path / f"{attention}-{gate_form}.onnx"
+    FORMATS["onnx"].write(fold_for_inference(model, gate_form), torch.zeros(1, 3, 32, 32), path, ExportOptions())
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{attention}-{gate_form}.optimised.onnx")
+    options.log_severity_level = 3
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+
+@needs_onnx
+def test_onnx_runtime_keeps_the_conv_form_of_nam_in_its_blocked_layout(tmp_path):
+    """The conv gate form stays in ONNX Runtime's NCHWc layout (as many layout conversions as `none`, sigmoid
+    fused into the convolution); the affine form drops out of it at every gate. On a CPU where ONNX Runtime
+    uses no blocked layout, both count no conversions and the test still holds."""
+    none, conv, affine = (ort_ops(a, f, tmp_path) for a, f in (("none", "affine"), ("nam", "conv"), ("nam", "affine")))
+    assert conv["ReorderOutput"] + conv["ReorderInput"] == none["ReorderOutput"] + none["ReorderInput"]
+    assert conv["Sigmoid"] == 0 and affine["Sigmoid"] == 8  # fused into the gate's convolution
+    if none["ReorderOutput"]:  # the blocked layout is in use on this CPU
+        assert affine["ReorderOutput"] + affine["ReorderInput"] > none["ReorderOutput"] + none["ReorderInput"]
 
 
 def format_params():
@@ -153,6 +187,7 @@ def test_export_writes_a_checked_file_for_each_format(capsys, run_dir, tmp_path)
         assert f"wrote {out.resolve()}" in result.out
         record = json.loads(out.with_name(out.name + ".check.json").read_text())
         assert record["check"]["passed"] and record["format"] == fmt and record["folding"]["nam_gates"] == 9
+        assert record["folding"]["gate_form"] == "conv"
         assert record["input"]["mean"] == [0.5, 0.5, 0.5] and record["input"]["image_size"] == 32
         runner = FORMATS[fmt].load(out)
         assert torch.as_tensor(runner(torch.zeros(3, 3, 32, 32))).shape == (3, 10)  # any batch size

@@ -79,9 +79,10 @@ def build_deploy_contenders(options: BenchOptions, overrides: list[str], tmp: Pa
         status.print(f"[dim]building {cfg.backbone.name} + {choice.label}: eager, folded, ONNX...[/dim]")
         runtime.seed_everything(cfg.seed)
         model = make_model(cfg, cfg.data.num_classes, cfg.data.image_size).eval()
-        folded = fold_for_inference(model)
+        folded = fold_for_inference(model)  # eager's faster gate form; the ONNX file gets export's
         example = torch.zeros(2, 3, cfg.data.image_size, cfg.data.image_size)
-        runners = {"onnxruntime": _onnx_runner(folded, example, tmp / f"{len(contenders)}.onnx")}
+        exported = fold_for_inference(model, gate_form="conv")
+        runners = {"onnxruntime": _onnx_runner(exported, example, tmp / f"{len(contenders)}.onnx")}
         runners["eager"], runners["folded"] = model.to(device), folded.to(device)
         contenders.append(DeployContender(choice.label, count_params(model), runners))
     return contenders, cfg, device
