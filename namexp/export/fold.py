@@ -15,7 +15,7 @@ A per-channel gate's ``a·x + b`` has two forms, equal up to float rounding: ``a
 multiply-add, the faster one in eager PyTorch: ``namexp eval --folded``) and ``conv`` (a depthwise 1×1
 convolution with bias, what ``namexp export`` writes). ONNX Runtime runs the conv form in its blocked (NCHWc)
 layout with the sigmoid fused into the convolution, where the affine form drops each gate out of that layout
-and back (docs/benchmarks.md, "Deployment").
+and back (docs/benchmarks.md, "Deployment cost").
 """
 
 from __future__ import annotations
