@@ -9,7 +9,6 @@ difference with 80 % power (statsmodels' TTestIndPower; the effect size is Cohen
 from __future__ import annotations
 
 import json
-import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -22,10 +21,9 @@ from namexp.files import write_text_atomic
 from namexp.run.lease import Lease
 from namexp.tune.objective import FINISHED
 from namexp.tune.plan import Objective
+from namexp.tune.report import comparison_markdown, notice
 from namexp.tune.runs import train_run, without_key
 from namexp.tune.space import override
-
-log = logging.getLogger("namexp")
 
 ALPHA, POWER = 0.05, 0.8
 MIN_SEEDS = 2  # the fewest per arm a t-test can use
@@ -80,7 +78,7 @@ def retrain_best(arm: Arm, study, objective: Objective, folder: Path, final_seed
     final = folder / "final" / f"trial-{best.number:04d}"
     final.mkdir(parents=True, exist_ok=True)
     held = Lease(final)  # several tuners on one study: one retrains, the others wait and read its records
-    held.wait_and_acquire(lambda other: log.info("%s: retrained by %s; waiting for it", final, other.describe()))
+    held.wait_and_acquire(lambda other: notice(f"{final}: retrained by {other.describe()}; waiting for it"))
     try:
         metric, values = test_metric(objective.metric), []
         for seed in range(first, first + final_seeds):
@@ -158,8 +156,6 @@ def comparison(arms: list[Arm], values: list[list[float]], studies) -> list[dict
 
 
 def compare_arms(arms: list[Arm], studies, objectives: list[Objective], study_dir: Path, final_seeds: int) -> int:
-    from namexp.tune.report import comparison_markdown
-
     values = [
         retrain_best(arm, study, objective, study_dir / arm.label, final_seeds)
         for arm, study, objective in zip(arms, studies, objectives)

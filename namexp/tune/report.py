@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ from namexp.files import write_text_atomic
 from namexp.tune.plan import Objective
 
 log = logging.getLogger("namexp")
+
+
+def notice(message: str) -> None:
+    """A progress line for the user on stderr: the "namexp" logger shows INFO only once Hydra has configured
+    logging for a run in this process, and a tuner may wait before it trains anything."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def study_summary(study, storage_url: str, objective: Objective) -> dict[str, Any]:

@@ -13,7 +13,6 @@ heartbeat (60 s, stale after 180 s) when it ran on another machine.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import time
@@ -27,10 +26,14 @@ from namexp.errors import UserError
 from namexp.run.lease import pid_alive
 from namexp.tune.objective import FINISHED, Surplus, TrialRunner, counted
 from namexp.tune.plan import Objective
+from namexp.tune.report import notice
 
-log = logging.getLogger("namexp")
 DEFINITION_ATTR = "namexp_definition"
 HEARTBEAT_S, GRACE_S = 60, 180
+# Tuners that open a new storage at the same moment both create Optuna's schema; the loser's error names one of
+# these, and opening again finds the schema the winner made.
+SCHEMA_RACE = ("already exists", "UNIQUE constraint failed", "IntegrityError", "duplicate key")
+OPEN_ATTEMPTS = 5
 WAIT_POLL_S = 5  # how often a tuner that has run its share looks whether the others' trials have ended
 
 
@@ -45,19 +48,25 @@ def open_storage(url: str) -> RDBStorage:
         folder = Path(url.removeprefix("sqlite:///")).expanduser().parent
         if not folder.is_dir():
             raise UserError(f"cannot open the storage {url}: the folder {folder} does not exist; create it first")
-    try:
-        return RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_S,
-            grace_period=GRACE_S,
-            heartbeat_stale_trial_callback=_retry(),
-        )
-    except Exception as exc:  # SQLAlchemy's and the drivers' errors have no common type
-        message = " ".join(str(exc).split())[:200]
-        raise UserError(
-            f"cannot open the storage {url}: {message} (give --storage sqlite:///PATH or a reachable RDB URL)"
-        ) from None
+    attempt = 1
+    while True:
+        try:
+            return RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                heartbeat_stale_trial_callback=_retry(),
+            )
+        except Exception as exc:  # SQLAlchemy's and the drivers' errors have no common type
+            message = " ".join(str(exc).split())
+            if attempt < OPEN_ATTEMPTS and any(sign in message for sign in SCHEMA_RACE):
+                time.sleep(0.2 * attempt)  # the other tuner's schema is there now: open it
+                attempt += 1
+                continue
+            raise UserError(
+                f"cannot open the storage {url}: {message[:200]} (give --storage sqlite:///PATH or a reachable RDB URL)"
+            ) from None
 
 
 def _retry():
@@ -147,7 +156,7 @@ def run_study(study: optuna.Study, runner: TrialRunner, n_trials: int) -> None:
     while True:
         recovered = recover_dead_trials(study)
         if recovered:
-            log.info("study %s: retrying trial(s) %s left running by a stopped tuner", study.study_name, recovered)
+            notice(f"study {study.study_name}: retrying trial(s) {recovered} left running by a stopped tuner")
         trials = study.get_trials(deepcopy=False)
         finished = [t for t in trials if t.state in FINISHED]
         waiting = [t for t in trials if t.state == TrialState.WAITING]
@@ -169,6 +178,6 @@ def finish_study(study: optuna.Study, runner: TrialRunner, n_trials: int) -> Non
         if not running:
             return
         if not told:
-            log.info("study %s: waiting for trial(s) %s, which other tuners run", study.study_name, running)
+            notice(f"study {study.study_name}: waiting for trial(s) {running}, which other tuners run")
             told = True
         time.sleep(WAIT_POLL_S)
