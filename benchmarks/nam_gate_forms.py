@@ -18,6 +18,7 @@ from pathlib import Path
 import onnxruntime
 import torch
 
+from namexp.bench.timing import rotate
 from namexp.export.fold import fold_for_inference
 from namexp.export.formats import FORMATS, ExportOptions
 from namexp.models import build_model
@@ -57,10 +58,7 @@ def main() -> None:
                 ms_per_call(sess, images, 3)  # first calls pick kernels
             samples = [[] for _ in sessions]
             for r in range(args.rounds):
-                order = (
-                    list(range(len(sessions)))[r % len(sessions) :] + list(range(len(sessions)))[: r % len(sessions)]
-                )
-                for i in order:
+                for i in rotate(list(range(len(sessions))), r):
                     samples[i].append(ms_per_call(sessions[i], images, calls))
             medians = [statistics.median(s) for s in samples]
             for (attention, form), ms in zip(CONTENDERS, medians):

@@ -23,13 +23,14 @@ from namexp.export.formats import FORMATS, ExportOptions
 from namexp.models import build_model
 
 
-def optimised_ops(backbone: str, attention: str, folder: Path) -> collections.Counter:
+def optimised_ops(backbone: str, attention: str, folder: Path, gate_form: str = "conv") -> collections.Counter:
+    """The op counts of ONNX Runtime's optimised graph of the folded model (NAM's gate as namexp export writes
+    it unless `gate_form` says otherwise; tests/test_export.py compares the two forms with it)."""
     model = build_model(backbone, attention, num_classes=100, image_size=32).eval()
-    path = folder / f"{attention}.onnx"
-    folded = fold_for_inference(model, gate_form="conv")  # as namexp export writes it
-    FORMATS["onnx"].write(folded, torch.zeros(1, 3, 32, 32), path, ExportOptions())
+    path = folder / f"{attention}-{gate_form}.onnx"
+    FORMATS["onnx"].write(fold_for_inference(model, gate_form), torch.zeros(1, 3, 32, 32), path, ExportOptions())
     options = onnxruntime.SessionOptions()
-    options.optimized_model_filepath = str(folder / f"{attention}.optimised.onnx")
+    options.optimized_model_filepath = str(folder / f"{attention}-{gate_form}.optimised.onnx")
     options.log_severity_level = 3  # its warning that the saved graph is specific to this CPU is the point here
     onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return collections.Counter(node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node)

@@ -86,21 +86,15 @@ def exported_equals_pytorch(model: torch.nn.Module, fmt: str, tmp_path: Path) ->
 
 
 def ort_ops(attention: str, gate_form: str, tmp_path: Path) -> dict[str, int]:
-    """The op counts of ONNX Runtime's optimised graph of a folded ResNet-18 (as benchmarks/ort_nodes.py)."""
-    import collections
+    """benchmarks/ort_nodes.py's op counts of ONNX Runtime's optimised graph of a folded ResNet-18."""
+    import importlib.util
 
-    import onnx
-    import onnxruntime
-
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "ort_nodes.py"
+    spec = importlib.util.spec_from_file_location("ort_nodes", script)
+    ort_nodes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ort_nodes)
     torch.manual_seed(0)
-    model = build_model("resnet18", attention, num_classes=10, image_size=32).eval()
-    path = tmp_path / f"{attention}-{gate_form}.onnx"
-    FORMATS["onnx"].write(fold_for_inference(model, gate_form), torch.zeros(1, 3, 32, 32), path, ExportOptions())
-    options = onnxruntime.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / f"{attention}-{gate_form}.optimised.onnx")
-    options.log_severity_level = 3
-    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+    return ort_nodes.optimised_ops("resnet18", attention, tmp_path, gate_form)
 
 
 @needs_onnx
